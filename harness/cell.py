@@ -1,0 +1,227 @@
+"""One cell, end to end: server up, agents run, metrics scraped, records written, server down.
+
+A cell folder is complete when it holds ``DONE``, written last. A cell that runs again (a
+resume, a requeue after pre-emption) first moves whatever an earlier attempt left into
+``_attempts/<n>/`` (ignored by pyarrow datasets), so it restarts cleanly and loses nothing.
+
+Status in the manifest: ``ok`` (the measurement ran to its end with a healthy server; request
+errors, if any, are rows), ``failed`` (our side failed: the server did not start or died, the
+cell was interrupted). Only ``ok`` cells get ``DONE``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from harness import manifest as mf
+from harness import records
+from harness.client import AgentClient, ClientOptions, ClientResult
+from harness.errors import CellFailed, KvbenchError
+from harness.metrics import MetricRows, scrape_loop
+from harness.server import Server, redact_env
+from workloads import agent, io
+
+log = logging.getLogger(__name__)
+
+DONE = "DONE"
+RECORD_FILES = ("turns.parquet", "jobs.parquet", "metrics.parquet", "manifest.json",
+                "progress.json", "server.log", "client.log")  # fmt: skip
+
+
+def is_done(cell_dir: Path) -> bool:
+    return (cell_dir / DONE).exists()
+
+
+def archive_previous(cell_dir: Path) -> int:
+    """Move an earlier attempt's files to _attempts/<n>/; return this attempt's number."""
+    leftovers = [p for p in cell_dir.iterdir() if not p.name.startswith("_")]
+    prev = sorted(int(p.name) for p in (cell_dir / "_attempts").glob("*") if p.name.isdigit())
+    n = (prev[-1] if prev else 0) + 1
+    if not leftovers:
+        return n
+    dest = cell_dir / "_attempts" / str(n)
+    dest.mkdir(parents=True)
+    for p in leftovers:
+        shutil.move(str(p), dest / p.name)
+    return n + 1
+
+
+def load_workload(cfg) -> agent.Workload:
+    if cfg.workload.trace:
+        return io.load(cfg.workload.trace)
+    vocab = (cfg.model.first_token_id, cfg.model.vocab_size)
+    return agent.generate(cfg.workload, float(cfg.jps), vocab)
+
+
+class _Interrupted(KvbenchError):
+    pass
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGTERM/SIGINT (scheduler time-out, scancel, Ctrl-C) unwind the cell, so the server
+    context manager stops the server group before the process exits."""
+
+    def handler(signum, frame):
+        raise _Interrupted(f"received {signal.Signals(signum).name}")
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for s in old:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def _cell_log(path: Path):
+    h = logging.FileHandler(path)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(h)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(h)
+        h.close()
+
+
+def run_cell(cfg, cell_dir: str | Path) -> dict:
+    """Run one cell into ``cell_dir``; return its manifest. Raises CellFailed if it failed."""
+    cell_dir = Path(cell_dir)
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    if is_done(cell_dir):
+        log.info("cell %s is complete; skipped", cell_dir)
+        return {"status": "skipped"}
+    attempt = archive_previous(cell_dir)
+    with _cell_log(cell_dir / "client.log"), _signals_raise():
+        return _run(cfg, cell_dir, attempt)
+
+
+def _run(cfg, cell_dir: Path, attempt: int) -> dict:
+    man = _manifest_head(cfg, attempt)
+    wl = load_workload(cfg)
+    man["workload"] = {**OmegaConf.to_container(cfg.workload, resolve=True), **wl.summary()}
+    records.write_json(man, cell_dir / "manifest.json")
+    res: ClientResult | None = None
+    metrics = MetricRows()
+    server = Server(cfg, cell_dir / "server.log")
+    man["server"] = {"argv": server.command.argv, "env": redact_env(server.command.env)}
+    try:
+        with server:
+            man["times"]["server_ready_unix"] = time.time()
+            res = asyncio.run(_drive(cfg, server, wl, cell_dir, metrics))
+            if not server.alive():
+                raise CellFailed(f"server exited (code {server.proc.returncode}) during the cell")
+        man["status"] = "ok"
+    except BaseException as e:
+        man["status"], man["error"] = "failed", f"{type(e).__name__}: {e}"[:4000]
+        _finish(cfg, cell_dir, man, res, metrics, done=False)
+        if isinstance(e, KvbenchError):
+            raise CellFailed(f"cell {cell_dir} failed: {man['error']}") from e
+        raise
+    _finish(cfg, cell_dir, man, res, metrics, done=True)
+    return man
+
+
+def _manifest_head(cfg, attempt: int) -> dict:
+    return {
+        "kvbench_manifest": 1,
+        "cell": {"gpu": cfg.gpu.name, "dram": int(cfg.dram.gb), "policy": cfg.policy.name,
+                 "jps": float(cfg.jps)},  # fmt: skip
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "engine": {"name": cfg.engine.name, "pinned_version": cfg.engine.version},
+        "versions": mf.versions(),
+        "git": mf.git_commit(),
+        "host": mf.host(),
+        "scheduler": mf.scheduler(),
+        "attempt": attempt,
+        "status": "running",
+        "times": {"start_utc": datetime.now(UTC).isoformat(), "start_unix": time.time()},
+    }
+
+
+async def _drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows) -> ClientResult:
+    opts = ClientOptions(
+        model=cfg.model.served_name,
+        request_timeout_s=cfg.workload.request_timeout_s,
+        max_retries=cfg.workload.max_retries,
+        send_hints=cfg.policy.sends_hints,
+        continuum_fields=cfg.policy.continuum_fields,
+    )
+    client = AgentClient(server.url, server.api_key, opts)
+    stop = asyncio.Event()
+
+    def tick() -> None:
+        records.write_json(
+            {"jobs_done": client.jobs_done, "jobs_total": wl.n_jobs, "t_s": client.now(),
+             "state": "running"}, cell_dir / "progress.json",
+        )  # fmt: skip
+
+    scraper = asyncio.create_task(scrape_loop(server.url, client.now, metrics, stop, on_tick=tick))
+    run = asyncio.create_task(client.run(wl))
+    watchdog = asyncio.create_task(_watch(server, client))
+    try:
+        return await run
+    finally:
+        watchdog.cancel()
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(scraper, timeout=10)
+
+
+async def _watch(server: Server, client: AgentClient) -> None:
+    """If the server dies, end the client now: its unfinished turns become error rows."""
+    while server.alive():
+        await asyncio.sleep(0.5)
+    code = server.proc.returncode
+    log.error("server exited with code %s during the cell", code)
+    await asyncio.sleep(1)  # let in-flight requests fail as they will
+    client.abort(f"server exited (code {code}) during the cell")
+
+
+def _finish(cfg, cell_dir: Path, man: dict, res: ClientResult | None, metrics: MetricRows, done: bool):
+    if res is not None:
+        records.write_table(records.turn_rows(res.turns), records.TURNS, cell_dir / "turns.parquet")
+        records.write_table(records.job_rows(res.jobs), records.JOBS, cell_dir / "jobs.parquet")
+        man["client"] = _client_summary(cfg, res)
+    records.write_table(metrics.__dict__, records.METRICS, cell_dir / "metrics.parquet")
+    man["times"]["end_utc"] = datetime.now(UTC).isoformat()
+    man["times"]["wall_s"] = time.time() - man["times"]["start_unix"]
+    records.write_json(man, cell_dir / "manifest.json")
+    (cell_dir / "progress.json").unlink(missing_ok=True)
+    if done:
+        records.write_text(datetime.now(UTC).isoformat() + "\n", cell_dir / DONE)
+
+
+def _client_summary(cfg, res: ClientResult) -> dict:
+    lags = np.array([j.start_s - j.arrival_s for j in res.jobs if j.start_s is not None])
+    ok = sum(j.status == "ok" for j in res.jobs)
+    p99 = float(np.percentile(lags, 99)) if lags.size else None
+    return {
+        "t0_unix": res.t0_unix,
+        "wall_s": res.wall_s,
+        "jobs_ok": ok,
+        "jobs_failed": len(res.jobs) - ok,
+        "error_rows": sum(t.status != "ok" for t in res.turns),
+        "retries": sum(t.retries for t in res.turns),
+        "lag_p50_s": float(np.percentile(lags, 50)) if lags.size else None,
+        "lag_p99_s": p99,
+        "lag_max_s": float(lags.max()) if lags.size else None,
+        "lag_limit_s": cfg.workload.max_lag_s,
+        "lag_flag": bool(p99 is not None and p99 > cfg.workload.max_lag_s),
+    }

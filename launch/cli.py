@@ -1,0 +1,147 @@
+"""``python -m launch {sweep,status,cell}``: the command-line edge (rich output lives here)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.errors import ConfigError, KvbenchError
+from launch import plan as planmod
+from launch import status as statusmod
+from launch import submit
+
+console = Console(stderr=False)
+log = logging.getLogger("launch")
+
+USAGE = """python -m launch sweep [--dry-run] [overrides ...]   e.g. gpu=h100 dram=400 jps=[3,6]
+python -m launch status <sweep folder>
+python -m launch cell [overrides ...]                  one cell in the foreground"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m launch", usage=USAGE)
+    sub = ap.add_subparsers(dest="verb", required=True)
+    sw = sub.add_parser("sweep", help="plan and submit a sweep")
+    sw.add_argument("--dry-run", action="store_true", help="print the cells and the batch script")
+    sw.add_argument("--no-report", action="store_true", help="local: skip the report at the end")
+    sw.add_argument("overrides", nargs="*")
+    st = sub.add_parser("status", help="state of each cell of a sweep folder")
+    st.add_argument("folder", type=Path)
+    ce = sub.add_parser("cell", help="run one cell in the foreground")
+    ce.add_argument("overrides", nargs="*")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.verb == "sweep":
+            return cmd_sweep(args.overrides, args.dry_run, not args.no_report)
+        if args.verb == "status":
+            return statusmod.show(args.folder, console)
+        return cmd_cell(args.overrides)
+    except ConfigError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except KvbenchError as e:
+        console.print(f"[bold red]failed:[/] {e}", highlight=False, soft_wrap=True)
+        return 1
+
+
+def cell_table(p: planmod.Plan) -> Table:
+    t = Table(title=f"{p.sweep.path}  ({len(p.cells)} cells, {len(p.todo())} to run)")
+    for col in ("gpu", "dram", "policy", "jps", "state", "cell folder"):
+        t.add_column(col)
+    todo = set(p.todo())
+    for c in p.cells:
+        state = "to run" if c in todo else "done (skipped)"
+        t.add_row(c.gpu, str(c.dram), c.policy, f"{c.jps:g}", state, c.rel_dir)
+    return t
+
+
+def cmd_sweep(overrides: list[str], dry_run: bool, report: bool) -> int:
+    t0 = time.perf_counter()
+    p = planmod.make(overrides)
+    console.print(cell_table(p))
+    console.print(f"planned {len(p.cells)} cells in {time.perf_counter() - t0:.2f} s", highlight=False)
+    if dry_run:
+        _preview(p)
+        return 0
+    p.sweep.save()
+    todo = p.todo()
+    if not todo:
+        console.print("every cell is complete; nothing to run")
+        return 0
+    if p.executor == "slurm":
+        return _submit_slurm(p, todo)
+    return _run_local(p, todo, report)
+
+
+def _preview(p: planmod.Plan) -> None:
+    cfg = p.configs[p.cells[0]]
+    if p.executor == "slurm":
+        groups = {submit.group_key(submit.resources(p.configs[c])) for c in p.todo()}
+        console.print(f"\n{len(groups)} job array(s) would be submitted (one sbatch each). "
+                      f"Batch script of the first:\n", highlight=False)  # fmt: skip
+        console.print(submit.sbatch_preview(p.sweep.path, cfg, len(p.todo()) or 1), highlight=False, markup=False)
+    else:
+        console.print("\nlocal executor: cells run one after another on this machine, each as "
+                      "a submitit local job running harness.cell.run_cell", highlight=False)  # fmt: skip
+    console.print("dry run: nothing submitted, nothing written")
+
+
+def _submit_slurm(p: planmod.Plan, todo) -> int:
+    active = statusmod.active_cells(p.sweep)
+    todo = [c for c in todo if c.rel_dir not in active]
+    if active:
+        console.print(f"{len(active)} cell(s) still queued or running from an earlier submission; not resubmitted")
+    items = [(c, p.configs[c], p.cell_dir(c)) for c in todo]
+    jobs = submit.submit_slurm(p.sweep.path, items)
+    p.sweep.add_submission({"time": time.time(), "executor": "slurm", "jobs": jobs})
+    arrays = sorted({j["job_id"].split("_")[0] for j in jobs})
+    console.print(f"submitted {len(jobs)} cells as {len(arrays)} job array(s): {', '.join(arrays)}")
+    console.print(f"follow with: python -m launch status {p.sweep.path}")
+    return 0
+
+
+def _run_local(p: planmod.Plan, todo, report: bool) -> int:
+    from launch.local import run_serially
+
+    t0 = time.perf_counter()
+    failed = run_serially(p, todo, console)
+    console.print(f"sweep {p.sweep.path}: {len(todo) - len(failed)} of {len(todo)} cells ran, "
+                  f"{len(failed)} failed, in {time.perf_counter() - t0:.0f} s", highlight=False)  # fmt: skip
+    if report:
+        _report(p.sweep.path)
+    return 1 if failed else 0
+
+
+def _report(sweep: Path) -> None:
+    try:
+        from analysis.report import build_report
+    except ImportError as e:
+        console.print(f"(no report: {e})")
+        return
+    out = build_report([sweep], sweep / "report")
+    console.print(f"report: {out}")
+
+
+def cmd_cell(overrides: list[str]) -> int:
+    from harness.cell import run_cell
+
+    p = planmod.make(overrides)
+    if len(p.cells) != 1:
+        raise ConfigError(f"cell runs exactly one cell; these overrides give {len(p.cells)}: "
+                          "set gpu=, dram=, policy= and jps= to one value each")  # fmt: skip
+    c = p.cells[0]
+    p.sweep.save()
+    man = run_cell(p.configs[c], p.cell_dir(c))
+    console.print(f"cell {p.cell_dir(c)}: {man.get('status')}")
+    return 0 if man.get("status") in ("ok", "skipped") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""``status``: each cell of a sweep folder done / running / pending / failed, with totals.
+
+The cell folder says what the harness knows (``DONE``, ``progress.json``, the manifest's
+status); the scheduler (through submitit, which asks ``sacct``) says what SLURM knows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from launch import sweepdir
+
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+
+
+def last_jobs(sweep: sweepdir.SweepDir) -> dict[str, tuple[str, str]]:
+    """cell rel_dir -> (executor, job id) of its latest submission."""
+    out = {}
+    for sub in sweep.meta.get("submissions", []):
+        for j in sub.get("jobs", []):
+            out[j["cell"]] = (sub.get("executor", "slurm"), str(j["job_id"]))
+    return out
+
+
+def slurm_states(sweep: sweepdir.SweepDir) -> dict[str, str]:
+    jobs = {c: jid for c, (ex, jid) in last_jobs(sweep).items() if ex == "slurm"}
+    if not jobs:
+        return {}
+    import submitit
+
+    folder = sweep.path / "_submitit"
+    handles = {c: submitit.SlurmJob(folder=folder, job_id=jid) for c, jid in jobs.items()}
+    out = {}
+    for c, h in handles.items():
+        try:
+            out[c] = h.state
+        except Exception as e:  # noqa: BLE001 - sacct missing or failing: say so
+            out[c] = f"unknown ({type(e).__name__})"
+    return out
+
+
+def active_cells(sweep: sweepdir.SweepDir) -> set[str]:
+    return {c for c, s in slurm_states(sweep).items() if s.split()[0] in ACTIVE}
+
+
+def _tail(path: Path, n: int = 5) -> str:
+    try:
+        lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+def cell_state(cell_dir: Path, sched: str | None) -> tuple[str, str]:
+    """(state, detail) for one cell folder."""
+    if (cell_dir / "DONE").exists():
+        return "done", ""
+    prog = cell_dir / "progress.json"
+    if prog.exists() and (sched is None or sched.split()[0] in ACTIVE):
+        d = json.loads(prog.read_text())
+        return "running", f"jobs {d.get('jobs_done')}/{d.get('jobs_total')}"
+    man = cell_dir / "manifest.json"
+    failed_sched = sched is not None and sched.split()[0] not in ACTIVE | {"COMPLETED", "UNKNOWN"}
+    if man.exists() and json.loads(man.read_text()).get("status") == "failed" or failed_sched:
+        err = json.loads(man.read_text()).get("error", "") if man.exists() else ""
+        tail = _tail(cell_dir / "client.log") or _tail(cell_dir / "server.log")
+        return "failed", "\n".join(x for x in (err[:300], tail) if x)
+    if sched is not None and sched.split()[0] in ACTIVE:
+        return ("running" if sched.startswith("RUNNING") else "pending"), ""
+    return "pending", ""
+
+
+def collect(path: Path) -> tuple[sweepdir.SweepDir, list[dict]]:
+    sweep = sweepdir.load(path)
+    sched = slurm_states(sweep)
+    rows = []
+    for rel in sweep.meta.get("matrix", []):
+        state, detail = cell_state(sweep.path / rel, sched.get(rel))
+        rows.append({"cell": rel, "state": state, "scheduler": sched.get(rel, ""), "detail": detail})
+    return sweep, rows
+
+
+def show(path: Path, console: Console) -> int:
+    sweep, rows = collect(path)
+    t = Table(title=f"{sweep.path}")
+    for col in ("cell", "state", "scheduler", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        style = {"done": "green", "failed": "red", "running": "yellow"}.get(r["state"], "")
+        t.add_row(r["cell"], f"[{style}]{r['state']}[/]" if style else r["state"], r["scheduler"], r["detail"])
+    console.print(t)
+    counts = Counter(r["state"] for r in rows)
+    total = ", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "running", "pending", "failed"))
+    console.print(f"{len(rows)} cells: {total}")
+    return 0

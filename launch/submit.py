@@ -1,0 +1,112 @@
+"""Submission through submitit: SLURM job arrays on a cluster, the local executor here.
+
+On SLURM, cells that ask for the same resources (gres, constraint, memory, time, partition)
+go as one job array with a parallelism limit: one ``sbatch`` per resource group, not per
+cell. ``sweep`` returns once the arrays are submitted. A cell pre-empted or timed out is
+requeued by submitit (:class:`CellJob` is checkpointable) and restarts cleanly, at most
+``cluster.max_requeue`` times. Locally, cells run one after another (one GPU, or two CPU
+cores), each as a submitit local job, while the terminal shows progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import submitit
+from omegaconf import DictConfig, OmegaConf
+
+from launch.compose import Cell
+from launch.validate import mem_request_gb
+
+log = logging.getLogger(__name__)
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    """What a scheduler runs: one cell. Picklable; the config travels as YAML text."""
+
+    def __init__(self, max_requeue: int = 3) -> None:
+        self.max_requeue = max_requeue
+
+    def __call__(self, cfg_yaml: str, cell_dir: str) -> dict:
+        from harness.cell import run_cell  # imported on the node
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        man = run_cell(OmegaConf.create(cfg_yaml), Path(cell_dir))
+        return {"cell_dir": cell_dir, "status": man.get("status")}
+
+    def checkpoint(self, cfg_yaml: str, cell_dir: str):  # type: ignore[override]
+        attempts = len(list((Path(cell_dir) / "_attempts").glob("*")))
+        if attempts >= self.max_requeue:
+            log.warning("cell %s: %d attempts already; not requeued", cell_dir, attempts)
+            return None
+        log.warning("cell %s: requeued (attempt %d of at most %d)", cell_dir, attempts + 1, self.max_requeue + 1)
+        return submitit.helpers.DelayedSubmission(CellJob(self.max_requeue), cfg_yaml, cell_dir)
+
+
+def resources(cfg: DictConfig) -> dict:
+    """submitit parameters for one cell, from the gpu, dram and cluster configs."""
+    cl = cfg.cluster
+    constraint = " & ".join(c for c in (cfg.gpu.slurm.constraint, cl.constraint) if c) or None
+    params = {
+        "timeout_min": int(cl.time_min),
+        "mem_gb": mem_request_gb(cfg),
+        "cpus_per_task": int(cl.cpus_per_task),
+        "slurm_partition": cl.partition,
+        "slurm_account": cl.account,
+        "slurm_qos": cl.qos,
+        "slurm_gres": cfg.gpu.slurm.gres if cfg.engine.device == "cuda" else None,
+        "slurm_constraint": constraint,
+        "slurm_setup": list(cl.setup),
+        "slurm_additional_parameters": dict(cl.slurm_extra),
+    }
+    return {k: v for k, v in params.items() if v not in (None, [], {})}
+
+
+def group_key(params: dict) -> str:
+    return repr(sorted(params.items()))
+
+
+def slurm_executor(folder: Path, cfg: DictConfig, params: dict, name: str) -> submitit.AutoExecutor:
+    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=int(cfg.cluster.max_requeue))
+    ex.update_parameters(name=name, slurm_array_parallelism=int(cfg.cluster.array_parallelism), **params)
+    return ex
+
+
+def submit_slurm(sweep_path: Path, items: list[tuple[Cell, DictConfig, Path]]) -> list[dict]:
+    """One array per resource group; returns [{cell, job_id}] for the sweep manifest."""
+    groups: dict[str, list] = defaultdict(list)
+    for cell, cfg, cell_dir in items:
+        groups[group_key(resources(cfg))].append((cell, cfg, cell_dir))
+    out = []
+    for members in groups.values():
+        cfg0 = members[0][1]
+        ex = slurm_executor(sweep_path / "_submitit", cfg0, resources(cfg0), f"kvbench-{cfg0.experiment.name}")
+        job_fn = CellJob(int(cfg0.cluster.max_requeue))
+        with ex.batch():
+            jobs = [ex.submit(job_fn, OmegaConf.to_yaml(cfg), str(d)) for _, cfg, d in members]
+        for (cell, _, _), job in zip(members, jobs, strict=True):
+            out.append({"cell": cell.rel_dir, "job_id": job.job_id})
+        log.info("submitted %d cells as array %s", len(jobs), jobs[0].job_id.split("_")[0])
+    return out
+
+
+def local_executor(sweep_path: Path, cfg: DictConfig) -> submitit.AutoExecutor:
+    ex = submitit.AutoExecutor(folder=sweep_path / "_submitit", cluster="local")
+    ex.update_parameters(timeout_min=int(cfg.cluster.time_min), name=f"kvbench-{cfg.experiment.name}")
+    return ex
+
+
+def sbatch_preview(sweep_path: Path, cfg: DictConfig, n_cells: int) -> str:
+    """The batch script one array of this resource group gets (nothing is submitted)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    ex = slurm_executor(sweep_path / "_submitit", cfg, resources(cfg), f"kvbench-{cfg.experiment.name}")
+    params = dict(ex._executor.parameters)  # submitit's own conversion of the parameters
+    return _make_sbatch_string(
+        command="python -u -m submitit.core._submit " + str(sweep_path / "_submitit"),
+        folder=sweep_path / "_submitit",
+        map_count=n_cells,
+        **params,
+    )
