@@ -1,0 +1,244 @@
+"""The KV connector both policies build on: hooks, hints, host tier and stats plumbing.
+
+Scheduler side (``KVConnectorRole.SCHEDULER``, in vLLM's engine-core process) the subclass
+fills four small hooks:
+
+- ``on_finish(request, blocks, hint)``   a turn ended; its block objects, leading hashed first
+- ``on_lookup(request, num_local, hint)``  a waiting turn is being considered (may return
+  external tokens to load from the host tier)
+- ``on_admit(request, block_ids, num_external, hint)``  that turn got its blocks
+- ``on_tick(now)``                        every engine step (and idle ticks, see below)
+
+and may append copies to ``self.to_host`` / ``self.to_dev`` ((src, dst) block-id pairs);
+they ride to the worker in the step's connector metadata. Worker side
+(``KVConnectorRole.WORKER``) the connector only copies those blocks between the paged KV
+cache and a host buffer, in ``start_load_kv`` (called every step, with or without a
+forward, in 0.26 and 0.32).
+
+Idle ticks: vLLM only steps while it has requests. While a policy holds pins or waits to
+prefetch, ``has_pending_push_work`` says True so that the engine keeps stepping (empty
+steps), and sleeps ``tick_s`` inside it to keep that loop cheap (it is only consulted when
+no request is unfinished, so it never slows a busy engine).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from vllm.distributed.kv_transfer.kv_connector.v1.base import (
+    KVConnectorBase_V1,
+    KVConnectorMetadata,
+    KVConnectorRole,
+)
+
+from harness.plugins import compat
+from harness.plugins.stats import Ledger, PolicyPromMetrics, PolicyStats
+
+logger = logging.getLogger(__name__)
+VLLM_VERSION = compat.check_vllm()
+
+
+@dataclass(frozen=True)
+class ReqHint:
+    job: str
+    turn: int
+    last: bool
+    tool_s: float
+    tool: str = ""
+
+
+def request_hint(request: Any) -> ReqHint | None:
+    """The kvbench hint of a request (``kv_transfer_params`` or ``vllm_xargs``), if any."""
+    for src in (getattr(request, "kv_transfer_params", None),
+                getattr(getattr(request, "sampling_params", None), "extra_args", None)):
+        if isinstance(src, dict) and "kvb_job_id" in src:
+            return ReqHint(job=str(src["kvb_job_id"]), turn=int(src.get("kvb_turn", 0)),
+                           last=bool(int(src.get("kvb_last", 0))),
+                           tool_s=float(src.get("kvb_tool_s", 0.0)),
+                           tool=str(src.get("kvb_tool", "")))
+    return None
+
+
+@dataclass
+class CopyMeta(KVConnectorMetadata):
+    host_blocks: int = 0
+    to_host: list[tuple[int, int]] = field(default_factory=list)  # (device, host)
+    to_dev: list[tuple[int, int]] = field(default_factory=list)  # (host, device)
+
+
+class HostTier:
+    """Worker side: one host buffer per KV layer, indexed by host block id."""
+
+    def __init__(self, kv_caches: dict[str, torch.Tensor], num_blocks: int):
+        self.kv = kv_caches
+        self.dim = {n: self._block_dim(t, num_blocks) for n, t in kv_caches.items()}
+        self.host: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _block_dim(t: torch.Tensor, num_blocks: int) -> int:
+        for d in (0, 1):
+            if t.shape[d] == num_blocks:
+                return d
+        raise RuntimeError(f"cannot find the block dimension in KV cache shape {t.shape}")
+
+    def ensure(self, host_blocks: int) -> None:
+        if self.host or host_blocks <= 0:
+            return
+        pin = torch.cuda.is_available()
+        for n, t in self.kv.items():
+            shape = list(t.shape)
+            shape[self.dim[n]] = host_blocks
+            self.host[n] = torch.empty(shape, dtype=t.dtype, device="cpu", pin_memory=pin)
+        logger.info("host tier: %d blocks x %d layers", host_blocks, len(self.kv))
+
+    def copy(self, pairs: list[tuple[int, int]], to_host: bool) -> None:
+        if not pairs:
+            return
+        src_ids, dst_ids = (torch.tensor(x, dtype=torch.long) for x in zip(*pairs))
+        for n, dev in self.kv.items():
+            d, host = self.dim[n], self.host[n]
+            if to_host:
+                host.index_copy_(d, dst_ids, dev.index_select(d, src_ids.to(dev.device)).cpu())
+            else:
+                rows = host.index_select(d, src_ids).to(dev.device, non_blocking=True)
+                dev.index_copy_(d, dst_ids.to(dev.device), rows)
+
+
+class PolicyConnector(KVConnectorBase_V1):
+    """Base of ``ContinuumTTLConnector`` and ``PredictivePrefetchConnector``."""
+
+    POLICY = ""
+
+    def __init__(self, vllm_config: Any, role: KVConnectorRole, kv_cache_config: Any = None):
+        super().__init__(vllm_config, role, kv_cache_config)
+        extra = dict(self._kv_transfer_config.kv_connector_extra_config or {})
+        self.settings = self.resolve_settings(extra)
+        self.block_size = vllm_config.cache_config.block_size
+        self.num_blocks = kv_cache_config.num_blocks
+        tensors = getattr(kv_cache_config, "kv_cache_tensors", [])
+        self.block_bytes = sum(t.size for t in tensors) // max(self.num_blocks, 1)
+        self.pool: Any = None
+        self.tier: HostTier | None = None
+        self.to_host: list[tuple[int, int]] = []
+        self.to_dev: list[tuple[int, int]] = []
+        self.ledger = Ledger(self.POLICY, self.settings)
+        if role == KVConnectorRole.SCHEDULER:
+            logger.info("%s on vLLM %s: %s", self.POLICY, VLLM_VERSION, self.settings)
+
+    @classmethod
+    def resolve_settings(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def requires_kv_delivery(self) -> bool:
+        return False
+
+    # ---- hooks for subclasses (scheduler side) ----
+    def on_finish(self, request: Any, blocks: list[Any], hint: ReqHint) -> None: ...
+
+    def on_lookup(self, request: Any, num_local: int, hint: ReqHint | None) -> int:
+        return 0
+
+    def on_admit(self, request: Any, block_ids: list[int], num_external: int,
+                 hint: ReqHint) -> None: ...
+
+    def on_tick(self, now: float) -> None: ...
+
+    def has_timed_work(self) -> bool:
+        return False
+
+    def yield_one(self, spare_job: str | None) -> bool:
+        """Release one hold of another job to make room; False if none is left."""
+        return False
+
+    def drop_all(self) -> None: ...
+
+    # ---- worker side ----
+    def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
+        self.tier = HostTier(kv_caches, self.num_blocks)
+
+    def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
+        meta = self._connector_metadata
+        if not isinstance(meta, CopyMeta) or self.tier is None:
+            return
+        if meta.to_host or meta.to_dev:
+            self.tier.ensure(meta.host_blocks)
+            self.tier.copy(meta.to_host, to_host=True)
+            self.tier.copy(meta.to_dev, to_host=False)
+
+    def wait_for_layer_load(self, layer_name: str) -> None:
+        return
+
+    def save_kv_layer(self, layer_name: str, kv_layer: Any, attn_metadata: Any,
+                      **kwargs: Any) -> None:
+        return
+
+    def wait_for_save(self) -> None:
+        return
+
+    # ---- scheduler side ----
+    def bind_gpu_block_pool(self, gpu_block_pool: Any) -> None:
+        self.pool = gpu_block_pool
+
+    def host_blocks(self) -> int:
+        return 0
+
+    def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int):
+        hint = request_hint(request)
+        self._make_room(request, num_computed_tokens, hint)
+        return self.on_lookup(request, num_computed_tokens, hint), False
+
+    def _make_room(self, request: Any, num_local: int, hint: ReqHint | None) -> None:
+        need = -(-(request.num_tokens - num_local) // self.block_size) + 1
+        spare = hint.job if hint else None
+        while self.pool.get_num_free_blocks() < need and self.yield_one(spare):
+            pass
+
+    def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int):
+        hint = request_hint(request)
+        if hint is not None:
+            self.on_admit(request, blocks.get_block_ids()[0], num_external_tokens, hint)
+
+    def build_connector_meta(self, scheduler_output: Any) -> KVConnectorMetadata:
+        self.on_tick(time.time())
+        meta = CopyMeta(self.host_blocks(), self.to_host, self.to_dev)
+        self.to_host, self.to_dev = [], []
+        self.ledger.maybe_write()
+        return meta
+
+    def request_finished(self, request: Any, block_ids: list[int]):
+        hint = request_hint(request)
+        if hint is not None:
+            blocks = compat.hashed(compat.blocks_by_id(self.pool, block_ids))
+            self.on_finish(request, blocks, hint)
+            self.ledger.maybe_write(force=True)
+        return False, None
+
+    def has_pending_push_work(self) -> bool:
+        if self._role != KVConnectorRole.SCHEDULER or not self.has_timed_work():
+            return False
+        time.sleep(self.settings["tick_s"])
+        return True
+
+    def get_kv_connector_stats(self) -> PolicyStats | None:
+        if self._role != KVConnectorRole.SCHEDULER:
+            return None
+        return self.ledger.take_delta()
+
+    @classmethod
+    def build_kv_connector_stats(cls, data: dict[str, Any] | None = None):
+        return PolicyStats(data=dict(data or {}))
+
+    @classmethod
+    def build_prom_metrics(cls, vllm_config, metric_types, labelnames, per_engine_labelvalues):
+        return PolicyPromMetrics(vllm_config, metric_types, labelnames, per_engine_labelvalues)
+
+    def reset_cache(self) -> bool | None:
+        if self._role == KVConnectorRole.SCHEDULER and self.pool is not None:
+            self.drop_all()
+            self.ledger.maybe_write(force=True)
+        return True

@@ -1,0 +1,210 @@
+"""``continuum_ttl``: keep a job's KV pinned in VRAM across its tool call, up to a TTL.
+
+Seam for the policy registry (all a launcher needs)::
+
+    from harness.plugins import continuum_ttl
+    argv += continuum_ttl.server_args(settings)       # --kv-transfer-config {...}
+    env.update(continuum_ttl.server_env(settings))    # PYTHONPATH, KVBENCH_PLUGIN_STATS_DIR
+
+``settings`` keys (all optional; unknown keys raise ``SettingsError`` listing these):
+
+=============  ========  ===================================================================
+ttl_s          2.0       TTL (s) for ``fixed``; ``running_mean``'s TTL before any observation
+ttl_rule       fixed     ``fixed`` | ``running_mean`` (TTL = ttl_scale x mean gap of the
+                         tool, as Continuum's public code); the paper's rule registers here
+ttl_scale      1.5       ``running_mean`` multiplier
+ttl_max_s      60.0      upper bound on any TTL
+min_free_frac  0.0       release the oldest pins whenever free blocks < this x pool
+tick_s         0.01      idle tick while pins are held (see ``connector.py``)
+stats_dir      None      where the JSON snapshot goes (``KVBENCH_PLUGIN_STATS_DIR``)
+=============  ========  ===================================================================
+
+Mechanism: a KV connector (``ContinuumTTLConnector``) loaded by mainline vLLM through
+``kv_connector_module_path``. When a non-last turn of a hinted job finishes, the connector
+takes one extra reference on the turn's prefix-cached blocks (``BlockPool.touch``): they stay
+in the prefix cache and out of the free queue, so other traffic cannot evict them. The
+reference is dropped (``BlockPool.free_blocks``) when the job's next turn has been given its
+blocks (its prefix hit took its own references first), when the TTL runs out, when the job's
+last turn ends or the job is aborted, and -- so pins never starve admission -- when a waiting
+request would not fit in the free blocks (oldest pin of another job first) or free blocks
+fall under ``min_free_frac``. Requests without a hint are never pinned: plain vLLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from vllm.v1.request import RequestStatus
+
+from harness.plugins import compat
+from harness.plugins.connector import PolicyConnector, ReqHint
+from harness.plugins.settings import Setting, kv_transfer_args, plugin_env, resolve
+
+logger = logging.getLogger(__name__)
+
+POLICY = "continuum_ttl"
+MODULE = "harness.plugins.continuum_ttl"
+CONNECTOR = "ContinuumTTLConnector"
+
+
+class TtlRule(Protocol):
+    def ttl(self, hint: ReqHint) -> float: ...
+
+    def observe(self, hint: ReqHint, gap_s: float) -> None: ...
+
+
+TTL_RULES: dict[str, type] = {}
+
+
+def ttl_rule(name: str):
+    def deco(cls: type) -> type:
+        TTL_RULES[name] = cls
+        return cls
+
+    return deco
+
+
+@ttl_rule("fixed")
+class FixedTtl:
+    def __init__(self, settings: dict[str, Any]):
+        self.ttl_s = settings["ttl_s"]
+
+    def ttl(self, hint: ReqHint) -> float:
+        return self.ttl_s
+
+    def observe(self, hint: ReqHint, gap_s: float) -> None:
+        return
+
+
+@ttl_rule("running_mean")
+class RunningMeanTtl:
+    """``ttl_scale`` x the mean gap seen after this tool (``kvb_tool``, else one pool)."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.s = settings
+        self.sums: dict[str, tuple[float, int]] = {}
+
+    def ttl(self, hint: ReqHint) -> float:
+        total, n = self.sums.get(hint.tool, (0.0, 0))
+        return self.s["ttl_s"] if n == 0 else self.s["ttl_scale"] * total / n
+
+    def observe(self, hint: ReqHint, gap_s: float) -> None:
+        total, n = self.sums.get(hint.tool, (0.0, 0))
+        self.sums[hint.tool] = (total + gap_s, n + 1)
+
+
+# The Continuum paper's TTL rule goes here as @ttl_rule("paper") with the same two methods.
+
+SCHEMA = {
+    "ttl_s": Setting(float, 2.0, "fixed TTL (s)"),
+    "ttl_rule": Setting(str, "fixed", "how the TTL is chosen", tuple(TTL_RULES)),
+    "ttl_scale": Setting(float, 1.5, "running_mean multiplier"),
+    "ttl_max_s": Setting(float, 60.0, "upper bound on any TTL (s)"),
+    "min_free_frac": Setting(float, 0.0, "release pins when free blocks < this x pool"),
+    "tick_s": Setting(float, 0.01, "idle tick while pins are held (s)"),
+    "stats_dir": Setting(str, None, "directory for the JSON stats snapshot"),
+}
+
+
+def server_args(settings: dict[str, Any] | None = None) -> list[str]:
+    return kv_transfer_args(CONNECTOR, MODULE, resolve(POLICY, SCHEMA, settings))
+
+
+def server_env(settings: dict[str, Any] | None = None) -> dict[str, str]:
+    return plugin_env(resolve(POLICY, SCHEMA, settings)["stats_dir"])
+
+
+@dataclass
+class Pin:
+    hint: ReqHint
+    blocks: list[Any]
+    t_end: float
+    expires: float
+
+
+class ContinuumTTLConnector(PolicyConnector):
+    POLICY = POLICY
+
+    def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None):
+        super().__init__(vllm_config, role, kv_cache_config)
+        self.rule: TtlRule = TTL_RULES[self.settings["ttl_rule"]](self.settings)
+        self.pins: dict[str, Pin] = {}  # insertion order = age
+        self.local: dict[str, int] = {}
+
+    @classmethod
+    def resolve_settings(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        return resolve(POLICY, SCHEMA, raw)
+
+    def on_finish(self, request: Any, blocks: list[Any], hint: ReqHint) -> None:
+        self._unpin(hint.job, "pins_released_next_turn")
+        aborted = request.status == RequestStatus.FINISHED_ABORTED
+        if hint.last or aborted or not blocks:
+            self.ledger.jobs.pop(hint.job, None)
+        else:
+            self._pin(hint, blocks)
+        self._sync()
+
+    def _pin(self, hint: ReqHint, blocks: list[Any]) -> None:
+        now = time.time()
+        ttl = min(self.rule.ttl(hint), self.settings["ttl_max_s"])
+        compat.hold(self.pool, blocks)
+        self.pins[hint.job] = Pin(hint, blocks, now, now + ttl)
+        self.ledger.add("pins_created")
+
+    def _unpin(self, job: str, reason: str) -> bool:
+        pin = self.pins.pop(job, None)
+        if pin is None:
+            return False
+        compat.release(self.pool, pin.blocks)
+        self.ledger.add(reason)
+        return True
+
+    def on_lookup(self, request: Any, num_local: int, hint: ReqHint | None) -> int:
+        self.local[request.request_id] = num_local
+        return 0
+
+    def on_admit(self, request: Any, block_ids: list[int], num_external: int,
+                 hint: ReqHint) -> None:
+        pin = self.pins.get(hint.job)
+        if pin is not None:
+            self.rule.observe(pin.hint, max(request.arrival_time - pin.t_end, 0.0))
+            self._unpin(hint.job, "pins_released_next_turn")
+        self.ledger.admit(job=hint.job, turn=hint.turn, prompt_tokens=request.num_tokens,
+                          local_tokens=self.local.pop(request.request_id, 0),
+                          host_tokens=num_external, was_pinned=pin is not None)
+        self._sync()
+
+    def on_tick(self, now: float) -> None:
+        for job in [j for j, p in self.pins.items() if p.expires <= now]:
+            self._unpin(job, "pins_expired")
+        floor = self.settings["min_free_frac"] * self.num_blocks
+        while self.pins and self.pool.get_num_free_blocks() < floor:
+            self._unpin(next(iter(self.pins)), "pins_released_pressure")
+        self._sync()
+
+    def yield_one(self, spare_job: str | None) -> bool:
+        job = next((j for j in self.pins if j != spare_job), None)
+        if job is not None:
+            logger.info("releasing pin of job %s to admit waiting work", job)
+        return job is not None and self._unpin(job, "pins_released_pressure")
+
+    def has_timed_work(self) -> bool:
+        return bool(self.pins)
+
+    def drop_all(self) -> None:
+        for job in list(self.pins):
+            self._unpin(job, "pins_released_job_end")
+        self._sync()
+
+    def _sync(self) -> None:
+        now = time.time()
+        self.ledger.gauges["pins_active"] = len(self.pins)
+        self.ledger.gauges["pinned_blocks"] = sum(len(p.blocks) for p in self.pins.values())
+        self.ledger.jobs = {
+            j: {"state": "pinned", "turn": p.hint.turn, "blocks": len(p.blocks),
+                "expires_in_s": round(p.expires - now, 3)}
+            for j, p in self.pins.items()
+        }

@@ -1,0 +1,269 @@
+"""``predictive_prefetch``: KV to host during the tool call, back into VRAM just before it ends.
+
+Seam for the policy registry (all a launcher needs)::
+
+    from harness.plugins import predictive_prefetch
+    argv += predictive_prefetch.server_args(settings)     # --kv-transfer-config {...}
+    env.update(predictive_prefetch.server_env(settings))  # PYTHONPATH, stats dir
+
+``settings`` keys (all optional; unknown keys raise ``SettingsError`` listing these):
+
+=============  ========  ===================================================================
+lead_s         0.5       start the prefetch this long before the predicted return (s)
+predictor      oracle    tool-time predictor (``harness.plugins.predictors`` registry)
+host_tier_gb   1.0       host buffer size (GiB); a turn that does not fit is not offloaded
+link_gb_s      0.0       emulated host->VRAM bandwidth (GB/s) a prefetch must wait out
+                         before its blocks count as in VRAM; 0 = no emulation (the CPU
+                         engine's copies are plain memcpy, so tests set it to give the lead
+                         something to cover)
+hold_s         30.0      prefetched KV is held this long past the predicted return, then
+                         released (the job is presumed gone)
+late_load      True      a turn that arrives before its prefetch landed loads the missing
+                         blocks from the host tier (counted as host, not VRAM, tokens)
+tick_s         0.01      idle tick while offloads/prefetches are pending
+stats_dir      None      where the JSON snapshot goes (``KVBENCH_PLUGIN_STATS_DIR``)
+=============  ========  ===================================================================
+
+Mechanism (one KV connector, ``PredictivePrefetchConnector``, loaded through
+``kv_connector_module_path``; no scheduler class):
+
+1. A non-last hinted turn finishes: its prefix-cached blocks are held for one more step,
+   copied to the host tier in that step (worker ``start_load_kv``), then released: the job
+   holds nothing in VRAM (its blocks stay in the prefix cache only as evictable, free blocks).
+2. At ``end + predictor(hint) - lead_s`` the connector looks up each block hash: blocks
+   still cached are re-held; missing ones get fresh VRAM blocks, filled from the host tier in
+   that step and published in the prefix cache once the (emulated) transfer is done.
+3. The next turn's ordinary prefix-cache lookup finds them (``cached_tokens``); once it got
+   its blocks the connector drops its hold and frees the host slots.
+Holds yield to admission like ``continuum_ttl``'s pins (oldest first).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from vllm.v1.request import RequestStatus
+
+from harness.plugins import compat, predictors
+from harness.plugins.connector import PolicyConnector, ReqHint
+from harness.plugins.settings import Setting, kv_transfer_args, plugin_env, resolve
+
+logger = logging.getLogger(__name__)
+
+POLICY = "predictive_prefetch"
+MODULE = "harness.plugins.predictive_prefetch"
+CONNECTOR = "PredictivePrefetchConnector"
+
+SCHEMA = {
+    "lead_s": Setting(float, 0.5, "prefetch lead (s)"),
+    "predictor": Setting(str, "oracle", "tool-time predictor", tuple(predictors.PREDICTORS)),
+    "host_tier_gb": Setting(float, 1.0, "host tier size (GiB)"),
+    "link_gb_s": Setting(float, 0.0, "emulated host->VRAM bandwidth (GB/s), 0 = none"),
+    "hold_s": Setting(float, 30.0, "hold prefetched KV this long past the predicted return"),
+    "late_load": Setting(bool, True, "load from host when a turn beats its prefetch"),
+    "tick_s": Setting(float, 0.01, "idle tick while work is pending (s)"),
+    "stats_dir": Setting(str, None, "directory for the JSON stats snapshot"),
+}
+
+
+def server_args(settings: dict[str, Any] | None = None) -> list[str]:
+    return kv_transfer_args(CONNECTOR, MODULE, resolve(POLICY, SCHEMA, settings))
+
+
+def server_env(settings: dict[str, Any] | None = None) -> dict[str, str]:
+    return plugin_env(resolve(POLICY, SCHEMA, settings)["stats_dir"])
+
+
+@dataclass
+class Entry:
+    """A job's KV between two turns. state: saving -> host -> inflight -> vram."""
+
+    hint: ReqHint
+    keys: list[tuple[Any, int]]  # (prefix-cache key, tokens it covers) per block
+    plain: list[Any]  # the request's block hashes, to match the next turn's prompt
+    slots: list[int]  # host block per key
+    t_end: float
+    due: float
+    expires: float
+    state: str = "saving"
+    step: int = 0  # the step whose metadata carries this entry's copies
+    held: list[Any] = field(default_factory=list)
+    fresh: list[tuple[Any, int, Any]] = field(default_factory=list)
+    ready: float = 0.0
+    late: bool = False
+
+
+class PredictivePrefetchConnector(PolicyConnector):
+    POLICY = POLICY
+
+    def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None):
+        super().__init__(vllm_config, role, kv_cache_config)
+        self.predictor = predictors.make(self.settings["predictor"], self.settings)
+        self.n_host = int(self.settings["host_tier_gb"] * 2**30 // max(self.block_bytes, 1))
+        self.free_slots = list(range(self.n_host - 1, -1, -1))
+        self.entries: dict[str, Entry] = {}
+        self.local: dict[str, int] = {}
+        self.loads: dict[str, int] = {}  # request id -> first block to load from host
+        self.step = 0
+
+    @classmethod
+    def resolve_settings(cls, raw: dict[str, Any]) -> dict[str, Any]:
+        return resolve(POLICY, SCHEMA, raw)
+
+    def host_blocks(self) -> int:
+        return self.n_host
+
+    # ---- turn end: offload ----
+    def on_finish(self, request: Any, blocks: list[Any], hint: ReqHint) -> None:
+        self._drop(hint.job)
+        aborted = request.status == RequestStatus.FINISHED_ABORTED
+        if hint.last or aborted or not blocks:
+            return self._sync()
+        if len(blocks) > len(self.free_slots):
+            self.ledger.add("offload_skipped")
+            return self._sync()
+        now, predicted = time.time(), self.predictor.predict(hint)
+        slots = [self.free_slots.pop() for _ in blocks]
+        keys = [(b.block_hash, b.block_hash_num_tokens or (i + 1) * self.block_size)
+                for i, b in enumerate(blocks)]
+        compat.hold(self.pool, blocks)
+        self.to_host += [(b.block_id, s) for b, s in zip(blocks, slots)]
+        self.ledger.add("offload_bytes", len(blocks) * self.block_bytes)
+        self.entries[hint.job] = Entry(
+            hint, keys, list(request.block_hashes[:len(blocks)]), slots, now,
+            due=now + predicted - self.settings["lead_s"],
+            expires=now + predicted + self.settings["hold_s"],
+            step=self.step + 1, held=blocks)
+        self._sync()
+
+    # ---- every step: finish offloads, start/land prefetches, expire ----
+    def on_tick(self, now: float) -> None:
+        self.step += 1
+        for job, e in list(self.entries.items()):
+            if e.expires <= now:
+                self._drop(job)
+                self.ledger.add("pins_expired")
+            elif e.state == "saving" and e.step < self.step:
+                self._release(e)
+                e.state = "host"
+            elif e.state == "host" and e.due <= now:
+                self._prefetch(e, now)
+            elif e.state == "inflight" and e.step < self.step and e.ready <= now:
+                self._land(e)
+        self._sync()
+
+    def _prefetch(self, e: Entry, now: float) -> None:
+        present = [compat.cached_block(self.pool, k) for k, _ in e.keys]
+        missing = [i for i, b in enumerate(present) if b is None]
+        kept = [b for b in present if b is not None]
+        compat.hold(self.pool, kept)
+        if len(missing) > self.pool.get_num_free_blocks():
+            compat.release(self.pool, kept)
+            return  # no room now; retried next step
+        new = self.pool.get_new_blocks(len(missing))
+        self.to_dev += [(e.slots[i], b.block_id) for i, b in zip(missing, new)]
+        e.fresh = [(e.keys[i][0], e.keys[i][1], b) for i, b in zip(missing, new)]
+        e.held, e.state, e.step = kept + new, "inflight", self.step
+        nbytes = len(missing) * self.block_bytes
+        link = self.settings["link_gb_s"]
+        e.ready = now + (nbytes / (link * 1e9) if link > 0 else 0.0)
+        self.ledger.add("prefetch_bytes", nbytes)
+
+    def _land(self, e: Entry) -> None:
+        for key, ntok, block in e.fresh:
+            compat.publish(self.pool, key, block, ntok)
+        e.fresh, e.state = [], "vram"
+
+    # ---- next turn ----
+    def on_lookup(self, request: Any, num_local: int, hint: ReqHint | None) -> int:
+        self.local[request.request_id] = num_local
+        e = self.entries.get(hint.job) if hint else None
+        if e is None or e.state in ("vram", "saving"):
+            return 0
+        if e.state == "inflight":  # arrived before the transfer landed: cancel it
+            self._release(e)
+            e.fresh, e.state = [], "host"
+        e.due = math.inf  # the turn is here: no prefetch any more
+        if not e.late:
+            e.late = True
+            self.ledger.add("prefetch_late")
+        return self._plan_late_load(request, num_local, e)
+
+    def _plan_late_load(self, request: Any, num_local: int, e: Entry) -> int:
+        if not self.settings["late_load"]:
+            return 0
+        m = 0
+        for a, b in zip(request.block_hashes, e.plain):
+            if a != b:
+                break
+            m += 1
+        m = min(m, (request.num_tokens - 1) // self.block_size)
+        start = num_local // self.block_size
+        if m <= start:
+            return 0
+        self.loads[request.request_id] = start
+        return (m - start) * self.block_size
+
+    def on_admit(self, request: Any, block_ids: list[int], num_external: int,
+                 hint: ReqHint) -> None:
+        e = self.entries.get(hint.job)
+        start = self.loads.pop(request.request_id, None)
+        if e is not None and num_external > 0 and start is not None:
+            idx = range(start, start + num_external // self.block_size)
+            self.to_dev += [(e.slots[i], block_ids[i]) for i in idx]
+            self.ledger.add("late_load_bytes", len(idx) * self.block_bytes)
+        state = e.state if e else None
+        if e is not None:
+            if e.state == "vram" and not e.late:
+                self.ledger.add("prefetch_hits")
+            self.predictor.observe(e.hint, max(request.arrival_time - e.t_end, 0.0))
+            self._drop(hint.job)
+        self.ledger.admit(job=hint.job, turn=hint.turn, prompt_tokens=request.num_tokens,
+                          local_tokens=self.local.pop(request.request_id, 0),
+                          host_tokens=num_external, state_at_arrival=state)
+        self._sync()
+
+    # ---- holds ----
+    def _release(self, e: Entry) -> None:
+        if e.held:
+            compat.release(self.pool, e.held)
+        e.held = []
+
+    def _drop(self, job: str) -> None:
+        e = self.entries.pop(job, None)
+        if e is not None:
+            self._release(e)
+            self.free_slots += e.slots
+
+    def yield_one(self, spare_job: str | None) -> bool:
+        for job, e in self.entries.items():
+            if job != spare_job and e.state in ("inflight", "vram") and e.held:
+                self._release(e)
+                e.fresh, e.state, e.due = [], "host", math.inf
+                self.ledger.add("pins_released_pressure")
+                return True
+        return False
+
+    def has_timed_work(self) -> bool:
+        return bool(self.entries)
+
+    def drop_all(self) -> None:
+        for job in list(self.entries):
+            self._drop(job)
+        self._sync()
+
+    def _sync(self) -> None:
+        now, g = time.time(), self.ledger.gauges
+        g["pins_active"] = sum(e.state in ("inflight", "vram") for e in self.entries.values())
+        g["pinned_blocks"] = sum(len(e.held) for e in self.entries.values())
+        g["host_tier_jobs"] = len(self.entries)
+        g["host_tier_blocks"] = self.n_host - len(self.free_slots)
+        self.ledger.jobs = {
+            j: {"state": e.state, "turn": e.hint.turn, "vram_blocks_held": len(e.held),
+                "host_blocks": len(e.slots), "due_in_s": round(e.due - now, 3)}
+            for j, e in self.entries.items()
+        }

@@ -1,0 +1,142 @@
+"""What the policy connectors count, and the two ways it leaves the engine.
+
+1. **Prometheus, through vLLM's own connector-stats path** (0.26 and 0.32 alike): the
+   scheduler-side connector returns a :class:`PolicyStats` from ``get_kv_connector_stats``;
+   vLLM ships its ``data`` to the API-server process, which calls
+   ``build_kv_connector_stats`` / ``build_prom_metrics`` of the connector class and so
+   :class:`PolicyPromMetrics.observe`. The samples appear on ``/metrics`` as
+   ``kvbench:<name>`` (gauges) and ``kvbench:<name>_total`` (counters), with vLLM's
+   ``model_name`` / ``engine`` labels.
+2. **A JSON snapshot** in ``$KVBENCH_PLUGIN_STATS_DIR/<policy>.json`` (when the variable is
+   set), rewritten atomically (temp file + rename) at most every 0.2 s: cumulative counters,
+   gauges, per-job state and the last admissions (how many prompt tokens each turn found in
+   VRAM vs. loaded from the host tier). The harness records it; tests read it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vllm.distributed.kv_transfer.kv_connector.v1.metrics import (
+    KVConnectorPromMetrics,
+    KVConnectorStats,
+)
+
+logger = logging.getLogger(__name__)
+
+STATS_DIR_ENV = "KVBENCH_PLUGIN_STATS_DIR"
+
+COUNTERS = {
+    "pins_created": "Pins taken on a job's KV blocks after a non-last turn",
+    "pins_released_next_turn": "Pins handed to the job's next turn",
+    "pins_expired": "Pins released because their TTL ran out",
+    "pins_released_pressure": "Pins released so that waiting work could be admitted",
+    "pins_released_job_end": "Pins dropped because their job ended or was aborted",
+    "offload_bytes": "Bytes of KV copied from VRAM to the host tier",
+    "prefetch_bytes": "Bytes of KV copied from the host tier back into VRAM ahead of a turn",
+    "late_load_bytes": "Bytes of KV loaded from the host tier by a turn that came early",
+    "prefetch_hits": "Turns that found their prefetched KV in VRAM",
+    "prefetch_late": "Turns that arrived before their prefetch had landed",
+    "offload_skipped": "Offloads skipped because the host tier was full",
+}
+GAUGES = {
+    "pins_active": "Jobs whose KV is pinned in VRAM now",
+    "pinned_blocks": "KV blocks held by the policy in VRAM now",
+    "host_tier_jobs": "Jobs whose KV sits in the host tier now",
+    "host_tier_blocks": "Blocks used in the host tier now",
+}
+
+
+@dataclass
+class PolicyStats(KVConnectorStats):
+    """``data = {"counters": {name: delta}, "gauges": {name: value}}``."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.data = {}
+
+    def aggregate(self, other: KVConnectorStats) -> KVConnectorStats:
+        counters = dict(self.data.get("counters", {}))
+        for k, v in other.data.get("counters", {}).items():
+            counters[k] = counters.get(k, 0) + v
+        gauges = {**self.data.get("gauges", {}), **other.data.get("gauges", {})}
+        return PolicyStats(data={"counters": counters, "gauges": gauges})
+
+    def reduce(self) -> dict[str, int | float]:
+        return {**self.data.get("counters", {}), **self.data.get("gauges", {})}
+
+    def is_empty(self) -> bool:
+        return not self.data.get("counters") and not self.data.get("gauges")
+
+
+class PolicyPromMetrics(KVConnectorPromMetrics):
+    """Registers ``kvbench:*`` gauges and counters; fed with :class:`PolicyStats` data."""
+
+    def __init__(self, vllm_config, metric_types, labelnames, per_engine_labelvalues):
+        super().__init__(vllm_config, metric_types, labelnames, per_engine_labelvalues)
+        self._g = {n: self._per_engine(self._gauge_cls, n, d) for n, d in GAUGES.items()}
+        self._c = {n: self._per_engine(self._counter_cls, n, d) for n, d in COUNTERS.items()}
+
+    def _per_engine(self, cls, name: str, doc: str) -> dict[int, Any]:
+        metric = cls(name=f"kvbench:{name}", documentation=doc, labelnames=self._labelnames)
+        return {i: metric.labels(*v) for i, v in self.per_engine_labelvalues.items()}
+
+    def observe(self, transfer_stats_data: dict[str, Any], engine_idx: int = 0) -> None:
+        for k, v in transfer_stats_data.get("counters", {}).items():
+            if k in self._c and v > 0:
+                self._c[k][engine_idx].inc(v)
+        for k, v in transfer_stats_data.get("gauges", {}).items():
+            if k in self._g:
+                self._g[k][engine_idx].set(v)
+
+
+class Ledger:
+    """Scheduler-side counters + gauges, the delta for vLLM and the JSON snapshot."""
+
+    def __init__(self, policy: str, settings: dict[str, Any]):
+        self.policy = policy
+        self.settings = settings
+        self.totals = dict.fromkeys(COUNTERS, 0)
+        self.gauges = dict.fromkeys(GAUGES, 0)
+        self._sent = dict(self.totals)
+        self._sent_gauges: dict[str, Any] = {}
+        self.admissions: list[dict[str, Any]] = []
+        self.jobs: dict[str, Any] = {}
+        directory = os.environ.get(STATS_DIR_ENV)
+        self._path = Path(directory) / f"{policy}.json" if directory else None
+        self._written = 0.0
+
+    def add(self, name: str, n: int | float = 1) -> None:
+        self.totals[name] += n
+
+    def admit(self, **row: Any) -> None:
+        self.admissions = [*self.admissions[-999:], {"t": time.time(), **row}]
+
+    def take_delta(self) -> PolicyStats | None:
+        delta = {k: v - self._sent[k] for k, v in self.totals.items() if v != self._sent[k]}
+        gauges = {k: v for k, v in self.gauges.items() if self._sent_gauges.get(k) != v}
+        if not delta and not gauges:
+            return None
+        self._sent = dict(self.totals)
+        self._sent_gauges = dict(self.gauges)
+        return PolicyStats(data={"counters": delta, "gauges": dict(self.gauges)})
+
+    def maybe_write(self, force: bool = False) -> None:
+        now = time.time()
+        if self._path is None or (not force and now - self._written < 0.2):
+            return
+        self._written = now
+        snap = {"policy": self.policy, "t": now, "settings": self.settings,
+                "counters": self.totals, "gauges": self.gauges, "jobs": self.jobs,
+                "admissions": self.admissions}
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(snap, default=str))
+        tmp.replace(self._path)

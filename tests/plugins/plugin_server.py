@@ -1,0 +1,190 @@
+"""A real vLLM server on the CPU engine for the plugin tests, and a tiny client for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
+    "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 32000,
+    "max_position_embeddings": 32768, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+    "torch_dtype": "bfloat16", "bos_token_id": 1, "eos_token_id": 2,
+    "tie_word_embeddings": False, "hidden_act": "silu",
+}
+BLOCK = 128  # tokens per KV block on the CPU engine
+NUM_BLOCKS = 56  # --num-gpu-blocks-override: a 7K-token KV cache, so there is pressure
+STARTUP_S = 240
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log: Path
+    stats_dir: Path
+
+    def post(self, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        req = urllib.request.Request(f"{self.url}/v1/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                out[s.name] = out.get(s.name, 0.0) + s.value
+        return out
+
+    def stats(self, policy: str) -> dict[str, Any]:
+        return json.loads((self.stats_dir / f"{policy}.json").read_text())
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(tmp: Path, args: list[str], env: dict[str, str]) -> Server:
+    model = tmp / "tiny"
+    model.mkdir(parents=True, exist_ok=True)
+    (model / "config.json").write_text(json.dumps(TINY_LLAMA))
+    stats_dir = Path(env.get("KVBENCH_PLUGIN_STATS_DIR", tmp / "stats"))
+    port, log = free_port(), tmp / "server.log"
+    argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+            "--host", "127.0.0.1", "--port", str(port), "--load-format", "dummy",
+            "--skip-tokenizer-init", "--enable-prompt-tokens-details",
+            "--num-gpu-blocks-override", str(NUM_BLOCKS), "--max-model-len", "4096",
+            "--gpu-memory-utilization", "0.3", *args]
+    full_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **env}
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=full_env,
+                                start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", proc, log, stats_dir)
+    wait_healthy(server)
+    return server
+
+
+def wait_healthy(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"vLLM exited at start; see {server.log}:\n"
+                               + server.log.read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    stop(server)
+    raise TimeoutError(f"vLLM not healthy after {STARTUP_S}s; see {server.log}")
+
+
+def stop(server: Server) -> None:
+    try:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        server.proc.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=10)
+
+
+class Job:
+    """A multi-turn conversation of random token ids; each turn extends the last context."""
+
+    def __init__(self, server: Server, job_id: str | None, seed: int, first: int = 2600):
+        self.server, self.job_id = server, job_id
+        self.rng = random.Random(seed)
+        self.context = self._tokens(first)
+        self.turn = 0
+
+    def _tokens(self, n: int) -> list[int]:
+        return [self.rng.randrange(100, 31000) for _ in range(n)]
+
+    def send(self, *, tool_s: float = 0.0, last: bool = False, new_tokens: int = 0,
+             max_tokens: int = 4) -> dict[str, Any]:
+        """Send the next turn; returns usage plus ``prev_context`` (tokens of the last turn)."""
+        from harness.hints import Hint, extra_body
+
+        prev = len(self.context)
+        if self.turn:
+            self.context += self._tokens(new_tokens)
+        self.turn += 1
+        body: dict[str, Any] = {"model": str(self.server.url), "prompt": self.context,
+                                "max_tokens": max_tokens, "ignore_eos": True,
+                                "return_token_ids": True}
+        body["model"] = self._model()
+        if self.job_id is not None:
+            hint = Hint(job_id=self.job_id, turn=self.turn, n_turns=99 if not last else
+                        self.turn, tool_s=tool_s)
+            body.update(extra_body(hint))
+        out = self.server.post(body)
+        self.context += list(out["choices"][0].get("token_ids") or [])
+        usage = out["usage"]
+        return {"cached": (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
+                "prompt": usage["prompt_tokens"], "prev_context": prev}
+
+    def _model(self) -> str:
+        with urllib.request.urlopen(f"{self.server.url}/v1/models", timeout=10) as r:
+            return json.loads(r.read())["data"][0]["id"]
+
+
+def churn(server: Server, n: int, seed: int, tokens: int = 2600) -> None:
+    """Unhinted traffic that fills the KV cache with distinct prompts."""
+    for i in range(n):
+        Job(server, None, seed + i, first=tokens).send(max_tokens=2)
+
+
+def wait_for(pred, timeout: float, every: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(every)
+    return pred()
+
+
+def tool_gap(server: Server, policy: str, job_id: str, tool_s: float, seed: int) -> dict:
+    """One hinted turn, a tool gap filled with unhinted traffic, then the next turn.
+
+    Returns what was seen during the gap (``during``: snapshot job entry and KV usage right
+    after the offload), just before the next turn (``before``), and the next turn itself
+    (``turn2``, ``admission``), plus the unhinted control job's second turn (``control``).
+    """
+    job, control = Job(server, job_id, seed), Job(server, None, seed + 1)
+    job.send(tool_s=tool_s)
+    t_end = time.monotonic()
+    control.send()
+    wait_for(lambda: server.stats(policy)["jobs"].get(job_id, {}).get("state") == "host", 5)
+    during = {"job": server.stats(policy)["jobs"].get(job_id),
+              "kv_usage": server.metrics()["vllm:kv_cache_usage_perc"]}
+    churn(server, 3, seed=seed + 100)
+    churn_done = time.monotonic() - t_end
+    time.sleep(max(0.0, tool_s - 0.3 - (time.monotonic() - t_end)))
+    before = server.stats(policy)["jobs"].get(job_id)
+    time.sleep(max(0.0, tool_s - (time.monotonic() - t_end)))
+    turn2 = job.send(last=True, new_tokens=256)
+    rows = [a for a in server.stats(policy)["admissions"] if a["job"] == job_id]
+    return {"during": during, "before": before, "turn2": turn2, "admission": rows[-1],
+            "control": control.send(new_tokens=256), "churn_s": churn_done}
