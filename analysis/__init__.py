@@ -1,0 +1,1 @@
+"""kvbench analysis: sweep folders -> the seed's figures, tables and report.html."""

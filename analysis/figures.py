@@ -1,0 +1,296 @@
+"""The report's figures (matplotlib, Agg): PNG and SVG of each.
+
+- jct_vs_jps: average JCT against JPS, log scale, a panel per GPU x DRAM (seed 2.1, 2.2)
+- tlast_t1: T<last>/T1 against JPS, a panel per GPU x DRAM (seed 3.5)
+- why: hit rate, cached tokens, preemptions, offload bytes, KV usage against JPS
+- validity: every cell's state
+- per_turn_dram<d>, cached_per_turn_dram<d>, kv_usage_dram<d>: see figures_turns
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter
+
+from analysis import figures_turns, plotkit, reference, style
+from analysis.load import KEYS
+from analysis.pipeline import Results
+from analysis.plotkit import FigureFile
+
+log = logging.getLogger(__name__)
+
+
+def _panel_title(gpu: str, dram: int) -> str:
+    return f"{style.gpu_label(gpu)} — {dram} GB DRAM"
+
+
+def _x_axis(ax: plt.Axes, xpos: dict[float, int]) -> None:
+    ax.set_xticks(list(xpos.values()), [f"JPS={style.jps_label(j)}" for j in xpos])
+    ax.set_xlim(-0.4, len(xpos) - 0.6)
+
+
+def _draw_metric(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: str,
+                 xpos: dict[float, int], lo: str | None = None, hi: str | None = None,
+                 ls_override: str | None = None, label_suffix: str = "") -> bool:
+    """One line per (sweep, policy) of values[col] against JPS; invalid cells as marks.
+    Returns whether something was drawn."""
+    sweeps = sorted(cells["sweep"].unique())
+    merged = cells.merge(values, on=KEYS, how="left")
+    drawn, slot = False, 0
+    for s, p, rows in plotkit.lines(merged):
+        rows = rows.sort_values("jps")
+        color = style.policy_color(p)
+        x = rows["jps"].map(xpos).to_numpy(float)
+        y = rows[col].where(rows["valid"]).to_numpy(float)
+        ls = ls_override or plotkit.sweep_style(sweeps, s)
+        kw = {"color": color, "marker": style.policy_marker(p), "ls": ls, "ms": 6,
+              "label": style.policy_label(p) + label_suffix}
+        if lo and hi and np.isfinite(y).any():
+            err = np.vstack([y - rows[lo].to_numpy(float), rows[hi].to_numpy(float) - y])
+            ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), capsize=3, **kw)
+        else:
+            ax.plot(x, y, **kw)
+        drawn |= bool(np.isfinite(y).any())
+        unf = rows["state"].eq("unfinished").to_numpy() & np.isfinite(y)
+        if unf.any():
+            ax.plot(x[unf], y[unf], ls="none", marker=style.policy_marker(p), ms=6, mfc="white",
+                    mec=color, zorder=4)
+        for xi, (_, r) in zip(x, rows.iterrows(), strict=True):
+            if not r["valid"]:
+                plotkit.mark_invalid(ax, xi, r["state"], color, slot)
+        slot += 1
+    return drawn
+
+
+def _seed_points(ax: plt.Axes, ref: pd.DataFrame, gpu: str, dram: int, cells: pd.DataFrame,
+                 xpos: dict[float, int]) -> bool:
+    rows = ref[ref["metric"] == "mean_jct_s"]
+    hit = False
+    for _, r in rows.iterrows():
+        for p in cells["policy"].unique():
+            for j in xpos:
+                if reference.matches(r, gpu, dram, p, j) and r["policy"] == p:
+                    ax.plot(xpos[j], r["value_lo"], marker="*", ms=14, ls="none",
+                            mfc=style.policy_color(p), mec="black", zorder=6)
+                    ax.annotate(f"seed {r['value_lo']:g} s", (xpos[j], r["value_lo"]),
+                                textcoords="offset points", xytext=(8, -3), fontsize=7)
+                    hit = True
+    return hit
+
+
+def jct_vs_jps(res: Results, out: Path) -> FigureFile:
+    cells = res.cells
+    panels = plotkit.gpu_dram_panels(cells)
+    xpos = plotkit.positions(cells["jps"])
+    fig, axes = plotkit.wrap_grid(len(panels))
+    extras = {"invalid"} if (~cells["valid"]).any() else set()
+    extras |= {"unfinished"} if cells["state"].eq("unfinished").any() else set()
+    for ax, (g, d) in zip(axes, panels, strict=True):
+        sub = cells[(cells["gpu"] == g) & (cells["dram"] == d)]
+        _draw_metric(ax, sub, res.jct, "mean_jct_s", xpos, "ci_lo_s", "ci_hi_s")
+        if _seed_points(ax, res.reference, g, d, sub, xpos):
+            extras.add("seed")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(plotkit.seconds))
+        ax.set_ylabel("Avg JCT (log scale)")
+        _x_axis(ax, xpos)
+        ax.set_title(_panel_title(g, d) + " — Avg JCT vs JPS")
+    plotkit.legend(fig, cells, ["ci", *sorted(extras)])
+    sub = plotkit.n_text(cells, res.options.window.is_all)
+    plotkit.finish(fig, "Average job completion time against load", sub)
+    caption = (f"Mean JCT over jobs that finished ok ({res.options.window.describe()}); bars: "
+               f"{res.options.level:.0%} bootstrap CI over jobs. {sub}. Stars: the seed's "
+               "quoted values where the same cell exists.")
+    return plotkit.save(fig, out, "jct_vs_jps", "Avg JCT vs JPS", caption)
+
+
+def _seed_ratio(ax: plt.Axes, ref: pd.DataFrame, gpu: str, dram: int, cells: pd.DataFrame,
+                xpos: dict[float, int]) -> bool:
+    rows = ref[ref["metric"] == "tlast_over_t1"]
+    hit = False
+    policies = style.policy_order(cells["policy"].unique())
+    for _, r in rows.iterrows():
+        for j in xpos:
+            if r["policy"] not in policies or not reference.matches(r, gpu, dram, r["policy"], j):
+                continue
+            x = xpos[j] + 0.12 * (policies.index(r["policy"]) - 1)
+            c = style.policy_color(r["policy"])
+            lo, hi = r["value_lo"], r["value_hi"]
+            if math.isnan(lo):
+                ax.plot(x, hi, marker="v", ms=8, color=c, alpha=0.5, ls="none")
+            else:
+                top = hi if not math.isnan(hi) else lo
+                ax.vlines(x, lo, top, color=c, lw=7, alpha=0.3)
+            hit = True
+    return hit
+
+
+def tlast_t1(res: Results, out: Path) -> FigureFile:
+    cells = res.cells
+    panels = plotkit.gpu_dram_panels(cells)
+    xpos = plotkit.positions(cells["jps"])
+    n_t = sorted(set(res.ratio["n_turns"])) or [0]
+    label = f"T{n_t[0]}/T1" if len(n_t) == 1 else "T(last)/T1"
+    fig, axes = plotkit.wrap_grid(len(panels))
+    extras = {"invalid"} if (~cells["valid"]).any() else set()
+    for ax, (g, d) in zip(axes, panels, strict=True):
+        sub = cells[(cells["gpu"] == g) & (cells["dram"] == d)]
+        _draw_metric(ax, sub, res.ratio, "tlast_over_t1", xpos)
+        if _seed_ratio(ax, res.reference, g, d, sub, xpos):
+            extras.add("seed_band")
+        ax.axhline(1.0, color="#666", lw=0.8, ls=":")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}×"))
+        ax.set_ylabel(f"{label} (log scale)")
+        _x_axis(ax, xpos)
+        ax.set_title(_panel_title(g, d) + f" — {label}")
+    plotkit.legend(fig, cells, sorted(extras))
+    sub = plotkit.n_text(cells, res.options.window.is_all)
+    plotkit.finish(fig, f"{label}: last-turn over first-turn latency", sub)
+    caption = (f"Mean latency of the last turn over the first (ok turns, "
+               f"{res.options.window.describe()}); above 1: later turns slower. {sub}. "
+               "Bars/triangles: the seed's §3.5 ranges/bounds.")
+    return plotkit.save(fig, out, "tlast_t1", f"{label} vs JPS", caption)
+
+
+WHY_ROWS = [  # column(s), y label, scale
+    (("prefix_hit_rate",), "prefix-cache hit rate\n(hits / prompt tokens)", 100.0, "%"),
+    (("cached_frac",), "cached prompt tokens\n(of prompt tokens, per request)", 100.0, "%"),
+    (("preemptions",), "preemptions", 1.0, ""),
+    (("bytes_offload", "bytes_onload"), "offload (—) / onload (- -)\nGB", 1e-9, " GB"),
+    (("kv_usage_mean",), "KV-cache usage\n(mean over the cell)", 100.0, "%"),
+]
+
+
+def why(res: Results, out: Path) -> FigureFile:
+    cells = res.cells
+    panels = plotkit.gpu_dram_panels(cells)
+    xpos = plotkit.positions(cells["jps"])
+    rows = [r for r in WHY_ROWS if any(c in res.why and res.why[c].notna().any() for c in r[0])]
+    absent = [r[1].split("\n")[0] for r in WHY_ROWS if r not in rows]
+    fig, axs = plotkit.grid(max(len(rows), 1), len(panels), panel_w=3.6, panel_h=2.2,
+                            left=1.25, hgap=0.45)
+    extras = {"invalid"} if (~cells["valid"]).any() else set()
+    for i, (cols, ylabel, scale, unit) in enumerate(rows):
+        for k, (g, d) in enumerate(panels):
+            ax = axs[i][k]
+            sub = cells[(cells["gpu"] == g) & (cells["dram"] == d)]
+            for n, c in enumerate(c for c in cols if c in res.why):
+                vals = res.why[KEYS + [c]].assign(**{c: res.why[c] * scale})
+                _draw_metric(ax, sub, vals, c, xpos, ls_override="--" if n else None)
+            _x_axis(ax, xpos)
+            if unit:
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p, u=unit: f"{v:g}{u}"))
+            if k == 0:
+                ax.set_ylabel(ylabel)
+            if i == 0:
+                ax.set_title(_panel_title(g, d))
+    plotkit.legend(fig, cells, sorted(extras))
+    sub = plotkit.n_text(cells, res.options.window.is_all)
+    plotkit.finish(fig, "Why: cache hits, preemptions, offload traffic, KV usage", sub)
+    caption = ("Server counters are increases over the whole cell; the hit rate divides "
+               "vllm:prefix_cache_hits by the prompt tokens sent (not by queries). "
+               f"{sub}." + (f" Not reported by these sweeps: {', '.join(absent)}." if absent
+                            else ""))
+    return plotkit.save(fig, out, "why", "Why (per cell)", caption)
+
+
+def validity(res: Results, out: Path) -> FigureFile:
+    cells = res.cells.copy()
+    cells["row"] = [f"{s} · {style.gpu_label(g)} · {d} GB · {style.policy_label(p)}"
+                    for s, g, d, p in zip(cells["sweep"], cells["gpu"], cells["dram"],
+                                          cells["policy"], strict=True)]
+    rows = sorted(cells["row"].unique())
+    xpos = plotkit.positions(cells["jps"])
+    fig, axes = plotkit.grid(1, 1, panel_w=1.0 * len(xpos), panel_h=0.36 * len(rows),
+                             left=0.3 + 0.062 * max(map(len, rows)), bottom=0.45, top=0.75)
+    ax = axes[0][0]
+    for _, r in cells.iterrows():
+        y = rows.index(r["row"])
+        ax.add_patch(plt.Rectangle((xpos[r["jps"]] - 0.5, y - 0.5), 1, 1,
+                                   fc=style.STATE_COLORS.get(r["state"], "#fff"), ec="white"))
+        jobs = f"\n{r['jobs_ok']}/{r['jobs_expected']}" if r["folder"] and r["jobs_rows"] else ""
+        ax.text(xpos[r["jps"]], y, style.STATE_SHORT.get(r["state"], r["state"]) + jobs,
+                ha="center", va="center", fontsize=6.5)
+    ax.set_xlim(-0.5, len(xpos) - 0.5)
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_xticks(list(xpos.values()), [f"JPS={style.jps_label(j)}" for j in xpos])
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.grid(False)
+    sub = plotkit.n_text(res.cells)
+    plotkit.finish(fig, "Cell validity (state, jobs ok / N)", sub)
+    caption = ("Every cell of the sweeps (those the matrix names included). Green: ok; "
+               "yellow: no DONE marker (provisional); red: invalid (not drawn); grey: missing.")
+    return plotkit.save(fig, out, "validity", "Cell validity", caption)
+
+
+_SINGLE = {"jct_vs_jps": jct_vs_jps, "tlast_t1": tlast_t1, "why": why, "validity": validity}
+_PER_DRAM = {"per_turn": figures_turns.per_turn, "cached_per_turn": figures_turns.cached_per_turn,
+             "kv_usage": figures_turns.kv_usage}
+ORDER = ["jct_vs_jps", "per_turn", "tlast_t1", "why", "cached_per_turn", "kv_usage", "validity"]
+
+
+def _tasks(res: Results) -> list[tuple[str, int | None]]:
+    tasks: list[tuple[str, int | None]] = []
+    for name in ORDER:
+        if name in _SINGLE:
+            tasks.append((name, None))
+        else:
+            tasks += [(name, d) for d in figures_turns.drams(res)]
+    return tasks
+
+
+def draw_one(res: Results, out: Path, name: str, dram: int | None) -> list[FigureFile]:
+    if name in _SINGLE:
+        return [_SINGLE[name](res, out)]
+    return _PER_DRAM[name](res, out, dram)
+
+
+def _warm() -> None:
+    """Runs in a worker so that its imports happen while the parent computes."""
+
+
+class FigurePool:
+    """Draws the figures, in `workers` processes (spawned: no fork of a process that has
+    pyarrow threads) or in this one when workers <= 1. Start it early: the workers import
+    matplotlib while the statistics are computed."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.ex: ProcessPoolExecutor | None = None
+        if workers > 1:
+            self.ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+            for _ in range(workers):
+                self.ex.submit(_warm)
+
+    def draw_all(self, res: Results, out: Path) -> list[FigureFile]:
+        tasks = _tasks(res)
+        if self.ex is None:
+            figs = [f for t in tasks for f in draw_one(res, out, *t)]
+        else:
+            futures = [self.ex.submit(draw_one, res, out, *t) for t in tasks]
+            figs = [f for fut in futures for f in fut.result()]
+        log.info("drew %d figures in %s", len(figs), out)
+        return figs
+
+    def close(self) -> None:
+        if self.ex is not None:
+            self.ex.shutdown()
+
+    def __enter__(self) -> FigurePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def draw_all(res: Results, out: Path, workers: int = 1) -> list[FigureFile]:
+    with FigurePool(workers) as pool:
+        return pool.draw_all(res, out)

@@ -1,0 +1,162 @@
+"""Figures with a panel per GPU and JPS, one figure per DRAM size (seed section 3):
+per-turn latency, cached prompt tokens per turn, KV-cache usage over time."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from analysis import plotkit, reference, style
+from analysis.load import KEYS
+from analysis.pipeline import Results
+from analysis.plotkit import FigureFile
+
+OFF_SCALE = 2.5  # a seed value this many times above our panel's top is written, not drawn
+
+PanelFn = Callable[[plt.Axes, pd.DataFrame, str, int, float], set[str]]
+
+
+def _layout(res: Results, dram: int) -> tuple[list[str], list[float], pd.DataFrame]:
+    cells = res.cells[res.cells["dram"] == dram]
+    gpus = sorted(cells["gpu"].unique(), key=plotkit.gpu_key)
+    return gpus, sorted(cells["jps"].unique()), cells
+
+
+def drams(res: Results) -> list[int]:
+    return sorted((int(d) for d in res.cells["dram"].unique()), reverse=True)
+
+
+def _by_dram(res: Results, out: Path, name: str, title: str, caption: str, ylabel: str,
+             draw: PanelFn, only: int | None) -> list[FigureFile]:
+    figs = []
+    for dram in drams(res) if only is None else [only]:
+        gpus, jpss, cells = _layout(res, dram)
+        fig, axs = plotkit.grid(len(jpss), len(gpus), panel_w=4.4, panel_h=2.5, hgap=0.55)
+        extras: set[str] = {"invalid"} if (~cells["valid"]).any() else set()
+        for i, j in enumerate(jpss):
+            for k, g in enumerate(gpus):
+                ax = axs[i][k]
+                sub = cells[(cells["gpu"] == g) & (cells["jps"] == j)]
+                extras |= draw(ax, sub, g, dram, j)
+                plotkit.invalid_box(ax, sub)
+                ax.set_title(f"{style.gpu_label(g)} — JPS={style.jps_label(j)}")
+                if k == 0:
+                    ax.set_ylabel(ylabel)
+        plotkit.legend(fig, cells, sorted(extras))
+        sub_text = plotkit.n_text(cells, res.options.window.is_all)
+        plotkit.finish(fig, f"{title} — {dram} GB DRAM", sub_text)
+        figs.append(plotkit.save(fig, out, f"{name}_dram{dram}", f"{title} — {dram} GB DRAM",
+                                 f"{caption} {sub_text}."))
+    return figs
+
+
+def _turn_lines(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: str,
+                scale: float = 1.0) -> float:
+    """Lines per (sweep, policy) of values[col] against the turn; returns the top value."""
+    sweeps = sorted(cells["sweep"].unique())
+    top = 0.0
+    for s, p, rows in plotkit.lines(cells[cells["valid"]]):
+        v = values.merge(rows[KEYS + ["state"]], on=KEYS).sort_values("turn")
+        if v.empty:
+            continue
+        y = v[col].to_numpy(float) * scale
+        unfinished = bool((v["state"] == "unfinished").any())
+        ax.plot(v["turn"], y, color=style.policy_color(p), marker=style.policy_marker(p),
+                ms=4, ls=plotkit.sweep_style(sweeps, s), mfc="white" if unfinished else None)
+        top = max(top, float(np.nanmax(y)) if np.isfinite(y).any() else 0.0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"T{int(v)}"))
+    return top
+
+
+def _seed_turns(ax: plt.Axes, ref: pd.DataFrame, cells: pd.DataFrame, gpu: str, dram: int,
+                jps: float, top: float, n_turns: int) -> bool:
+    rows = ref[ref["metric"].isin(["turn_latency_s", "turn_latency_peak_s"])]
+    notes, hit = [], False
+    for _, r in rows.iterrows():
+        if r["policy"] not in set(cells["policy"]) or not reference.matches(
+                r, gpu, dram, r["policy"], jps):
+            continue
+        c = style.policy_color(r["policy"])
+        lo, hi = r["value_lo"], r["value_hi"]
+        t0 = r["turn_lo"] if not math.isnan(r["turn_lo"]) else 1
+        t1 = r["turn_hi"] if not math.isnan(r["turn_hi"]) else n_turns
+        text = f"seed {style.policy_label(r['policy'])} T{t0:g}–T{t1:g}: {reference.seed_text(r)}"
+        if top and max(v for v in (lo, hi) if not math.isnan(v)) > OFF_SCALE * top:
+            notes.append(text + " (off scale)")
+            continue
+        if math.isnan(lo):
+            ax.hlines(hi, t0 - 0.3, t1 + 0.3, colors=c, linestyles="--", lw=1.2, alpha=0.7)
+        elif lo == hi:
+            ax.plot([t0, t1] if t0 != t1 else [t0], [lo] * (2 if t0 != t1 else 1), marker="*",
+                    ms=12, mfc=c, mec="black", ls=":", color=c, zorder=6)
+        else:
+            ax.fill_between([t0 - 0.3, t1 + 0.3], lo, hi, color=c, alpha=0.15,
+                            hatch="//" if r["approx"] else None, lw=0)
+        hit = True
+    if notes:
+        ax.text(0.98, 0.02, "\n".join(notes), transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=6.5, color="#444")
+    return hit
+
+
+def per_turn(res: Results, out: Path, dram: int | None = None) -> list[FigureFile]:
+    n_turns = int(res.per_turn["turn"].max()) if len(res.per_turn) else 8
+
+    def draw(ax: plt.Axes, cells: pd.DataFrame, g: str, d: int, j: float) -> set[str]:
+        top = _turn_lines(ax, cells, res.per_turn, "mean_latency_s")
+        ax.yaxis.set_major_formatter(FuncFormatter(plotkit.seconds))
+        ax.set_ylim(bottom=0)
+        hit = _seed_turns(ax, res.reference, cells, g, d, j, top, n_turns)
+        return {"seed", "seed_band"} if hit else set()
+
+    return _by_dram(res, out, "per_turn", "Per-turn latency",
+                    "Mean latency (request sent to last token) of ok turns per turn index "
+                    f"({res.options.window.describe()}). Stars/bands: the seed's §3 values.",
+                    "latency (s)", draw, dram)
+
+
+def cached_per_turn(res: Results, out: Path, dram: int | None = None) -> list[FigureFile]:
+    if res.cached_turn["mean_cached_tokens"].notna().sum() == 0:
+        return []
+
+    def draw(ax: plt.Axes, cells: pd.DataFrame, g: str, d: int, j: float) -> set[str]:
+        _turn_lines(ax, cells, res.cached_turn, "mean_cached_tokens")
+        v = res.cached_turn.merge(cells.loc[cells["valid"], KEYS], on=KEYS)
+        prompt = v.groupby("turn")["mean_prompt_tokens"].mean()
+        ax.plot(prompt.index, prompt.to_numpy(), color="#999", ls=":", lw=1)
+        ax.set_ylim(bottom=0)
+        return set()
+
+    return _by_dram(res, out, "cached_per_turn", "Cached prompt tokens per turn",
+                    "Mean cached prompt tokens the server reported per turn (grey dotted: "
+                    "mean prompt tokens).", "tokens", draw, dram)
+
+
+def kv_usage(res: Results, out: Path, dram: int | None = None) -> list[FigureFile]:
+    if res.kv_usage.empty:
+        return []
+    series = {k: g for k, g in res.kv_usage.groupby(KEYS)}
+
+    def draw(ax: plt.Axes, cells: pd.DataFrame, g: str, d: int, j: float) -> set[str]:
+        sweeps = sorted(cells["sweep"].unique())
+        for s, p, rows in plotkit.lines(cells[cells["valid"]]):
+            for key in rows[KEYS].itertuples(index=False):
+                ts = series.get(tuple(key))
+                if ts is not None:
+                    ax.plot(ts["t_s"], ts["value"] * 100, color=style.policy_color(p), lw=1,
+                            ls=plotkit.sweep_style(sweeps, s))
+        ax.set_ylim(0, 105)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}%"))
+        ax.set_xlabel("time since the cell's start (s)")
+        return set()
+
+    return _by_dram(res, out, "kv_usage", "KV-cache usage over time",
+                    "vllm:kv_cache_usage_perc over the cell (bin means).", "KV usage", draw,
+                    dram)

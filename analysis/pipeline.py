@@ -1,0 +1,83 @@
+"""From sweep folders to every table the report shows: load, validity, statistics, why,
+reference check. The report, the comparison and the tests all start here."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import reference, stats, validity, why
+from analysis.load import KEYS, load
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Options:
+    window: stats.Window = field(default_factory=stats.Window)
+    n_boot: int = 1000  # bootstrap resamples over jobs (0: no CI, no tie detection)
+    level: float = 0.95  # confidence level of the intervals
+    seed: int = 0  # bootstrap random seed
+    max_failed_frac: float = 0.0  # jobs that may fail before a cell is invalid
+    reference_csv: Path | None = None  # default: analysis/reference.csv
+    reference_policy: str = stats.REFERENCE_POLICY  # the "vs Continuum" of the tables
+    tolerance: float = reference.DEFAULT_TOLERANCE  # of the reference check
+
+
+@dataclass
+class Results:
+    options: Options
+    sweeps: list[dict]  # name, path, sweep.json of each sweep read
+    missing_columns: dict[str, list[str]]  # records columns the sweeps lack, per file
+    cells: pd.DataFrame  # every cell with its state (validity.assess)
+    jct: pd.DataFrame  # per valid cell: mean/p50/p90/p99 JCT and CI
+    vs: pd.DataFrame  # per valid cell: percent against the reference policy, CI
+    winners: pd.DataFrame  # per sweep x GPU x DRAM x JPS
+    per_turn: pd.DataFrame  # per valid cell and turn
+    ratio: pd.DataFrame  # Tlast/T1 and shape per valid cell
+    why: pd.DataFrame  # per valid cell
+    cached_turn: pd.DataFrame  # per valid cell and turn
+    kv_usage: pd.DataFrame  # per valid cell, downsampled time series
+    samples: dict[tuple, pd.Series]  # JCT of the jobs used, per valid cell, by job id
+    reference: pd.DataFrame  # reference.csv
+    ref_check: pd.DataFrame  # reference statements against our cells
+
+    @property
+    def valid(self) -> pd.DataFrame:
+        return self.cells[self.cells["valid"]]
+
+
+def compute(paths: list[str | Path], options: Options | None = None) -> Results:
+    o = options or Options()
+    data = load(paths, metric_names=why.METRIC_NAMES)
+    cells = validity.assess(data.cells, data.jobs, data.turns, o.max_failed_frac)
+    valid = cells[cells["valid"]]
+    jobs_w = stats.window_jobs(data.jobs, o.window)
+    samples = stats.job_samples(jobs_w, valid)
+    boot = stats.bootstrap(samples, o.n_boot, o.level, o.seed)
+    jct = stats.cell_jct(samples, boot)
+    cells = cells.merge(jct[KEYS + ["n_used"]], on=KEYS, how="left")
+    turns_ok = stats.in_window_turns(data.turns, jobs_w, o.window)
+    pt = stats.per_turn(turns_ok, valid)
+    ratio = stats.turn_ratio(pt)
+    all_ok = turns_ok if o.window.is_all else data.turns[data.turns["status"] == "ok"]
+    ref = reference.load_reference(o.reference_csv)
+    winners = stats.winners(cells, samples, boot, o.reference_policy)
+    res = Results(
+        options=o, sweeps=data.sweeps, missing_columns=data.missing_columns, cells=cells,
+        jct=jct,
+        vs=stats.versus(samples, boot, o.reference_policy),
+        winners=winners, per_turn=pt, ratio=ratio,
+        why=why.why_table(valid, turns_ok, data.metrics, all_ok),
+        cached_turn=why.cached_per_turn(turns_ok, valid),
+        kv_usage=why.downsample(why.kv_usage(data.metrics).merge(valid[KEYS], on=KEYS)),
+        samples=samples,
+        reference=ref,
+        ref_check=reference.check(ref, cells, jct, pt, ratio, winners, o.tolerance),
+    )
+    log.info("computed: %d cells (%d valid), %d groups", len(cells), int(cells["valid"].sum()),
+             len(winners))
+    return res

@@ -1,0 +1,188 @@
+"""Shared pieces of the figures: saving (PNG + SVG, atomically), panel grids, the N/seed/window
+caption every figure carries, invalid-cell marks and the legend."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from analysis import style  # noqa: E402
+
+plt.rcParams.update({
+    "svg.fonttype": "none",  # text stays text: smaller files, searchable in the HTML
+    "svg.hashsalt": "kvbench",  # stable ids, reproducible files
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+})
+GPU_ORDER = ["h200", "h100", "a100", "l40s", "rtx5090", "cpu"]
+DPI = 100
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    name: str
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def save(fig: plt.Figure, out: Path, name: str, title: str, caption: str) -> FigureFile:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for ext in ("png", "svg"):
+        final = out / f"{name}.{ext}"
+        tmp = out / f".{name}.tmp.{ext}"
+        fig.savefig(tmp, dpi=DPI, format=ext,
+                    metadata={"Date": None} if ext == "svg" else None)
+        os.replace(tmp, final)
+        paths[ext] = final
+    plt.close(fig)
+    return FigureFile(name, title, caption, paths["png"], paths["svg"])
+
+
+def gpu_key(g: str) -> tuple[int, str]:
+    return (GPU_ORDER.index(g) if g in GPU_ORDER else len(GPU_ORDER), g)
+
+
+def gpu_dram_panels(cells: pd.DataFrame) -> list[tuple[str, int]]:
+    """(gpu, dram) pairs, large DRAM first, GPUs in the seed's order (H200 left of H100)."""
+    pairs = {(g, int(d)) for g, d in zip(cells["gpu"], cells["dram"], strict=True)}
+    return sorted(pairs, key=lambda p: (-p[1], gpu_key(p[0])))
+
+
+def grid(nrows: int, ncols: int, panel_w: float = 4.2, panel_h: float = 2.9, n: int | None = None,
+         left: float = 0.85, bottom: float = 1.15, top: float = 0.95, wgap: float = 0.8,
+         hgap: float = 0.7) -> tuple[plt.Figure, np.ndarray]:
+    """A figure of nrows x ncols panels of fixed size in inches, margins in inches (no
+    tight_layout: text extents are costly to measure and the layout is known in advance).
+    Panels past n are hidden."""
+    width = left + ncols * panel_w + (ncols - 1) * wgap + 0.3
+    height = top + nrows * panel_h + (nrows - 1) * hgap + bottom
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    fig.subplots_adjust(left=left / width, right=1 - 0.3 / width, top=1 - top / height,
+                        bottom=bottom / height, wspace=wgap / panel_w, hspace=hgap / panel_h)
+    for ax in list(axes.ravel())[n if n is not None else nrows * ncols:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def wrap_grid(n: int, **kw: float) -> tuple[plt.Figure, list[plt.Axes]]:
+    ncols = max(1, min(wrap_cols(n), n))
+    fig, axes = grid(math.ceil(n / ncols), ncols, n=n, **kw)
+    return fig, list(axes.ravel())[:n]
+
+
+def wrap_cols(n: int) -> int:
+    return 2 if n <= 4 else 3 if n <= 9 else 4
+
+
+def n_text(cells: pd.DataFrame, window_all: bool = True) -> str:
+    """'N = 150 jobs/cell, seed 42' for the cells drawn; says so loudly when N or seed differ."""
+    c = cells[cells["folder"]] if "folder" in cells else cells
+    ns = sorted({int(v) for v in c.get("jobs_expected", pd.Series(dtype=float)).dropna()})
+    seeds = sorted({int(v) for v in c.get("seed", pd.Series(dtype=float)).dropna()})
+    if not ns:
+        text = "N = ? jobs/cell"
+    elif len(ns) == 1:
+        text = f"N = {ns[0]} jobs/cell"
+    else:
+        text = f"N = {ns[0]}–{ns[-1]} jobs/cell (N DIFFERS: not comparable)"
+    if seeds:
+        text += f", seed {seeds[0]}" if len(seeds) == 1 else \
+            f", seeds {','.join(map(str, seeds))} (DIFFER)"
+    if not window_all and "n_used" in c and c["n_used"].notna().any():
+        u = c["n_used"].dropna().astype(int)
+        text += f"; {u.min()}–{u.max()} in window" if u.min() != u.max() else \
+            f"; {u.min()} in window"
+    return text
+
+
+def lines(cells: pd.DataFrame) -> Iterable[tuple[str, str, pd.DataFrame]]:
+    """(sweep, policy, rows) in legend order."""
+    for p in style.policy_order(cells["policy"].unique()):
+        for s in sorted(cells.loc[cells["policy"] == p, "sweep"].unique()):
+            yield s, p, cells[(cells["policy"] == p) & (cells["sweep"] == s)]
+
+
+def sweep_style(sweeps: list[str], sweep: str) -> str:
+    return style.SWEEP_LINESTYLES[sorted(sweeps).index(sweep) % len(style.SWEEP_LINESTYLES)]
+
+
+def mark_invalid(ax: plt.Axes, x: float, state: str, color: str, slot: int) -> None:
+    """A cell that has no number: its state written at the bottom of the panel, never a point."""
+    ax.annotate(f"✕ {style.STATE_SHORT.get(state, state)}", (x, 0.03 + 0.075 * slot),
+                xycoords=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7,
+                color=color, fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": color, "lw": 0.6})
+
+
+def invalid_box(ax: plt.Axes, cells: pd.DataFrame) -> None:
+    """List the panel's invalid cells in a corner box (for panels whose x is not the cell)."""
+    bad = cells[~cells["valid"]]
+    if bad.empty:
+        return
+    text = "\n".join(f"✕ {style.policy_label(p)}: {style.STATE_SHORT.get(st, st)}"
+                     for p, st in zip(bad["policy"], bad["state"], strict=True))
+    ax.text(0.02, 0.97, text + "\n(not drawn)", transform=ax.transAxes, va="top", ha="left",
+            fontsize=7, color="#a00",
+            bbox={"boxstyle": "round,pad=0.3", "fc": "#fff5f5", "ec": "#a00", "lw": 0.6})
+
+
+def legend(fig: plt.Figure, cells: pd.DataFrame, extras: Iterable[str] = ()) -> None:
+    """One legend under the panels: policies (colour), sweeps (line style), marks used."""
+    handles = [Line2D([], [], color=style.policy_color(p), marker=style.policy_marker(p),
+                      label=style.policy_label(p))
+               for p in style.policy_order(cells["policy"].unique())]
+    sweeps = sorted(cells["sweep"].unique())
+    if len(sweeps) > 1:
+        handles += [Line2D([], [], color="#444", ls=sweep_style(sweeps, s), label=s)
+                    for s in sweeps]
+    marks = {
+        "seed": Line2D([], [], color="#444", marker="*", ms=12, mfc="#ddd", mec="black",
+                       ls="none", label="seed value (research update)"),
+        "seed_band": plt.Rectangle((0, 0), 1, 1, fc="#999", alpha=0.3,
+                                   label="seed range (research update)"),
+        "unfinished": Line2D([], [], color="#444", marker="o", mfc="white", ls="none",
+                             label="no DONE marker (provisional)"),
+        "invalid": Line2D([], [], color="#a00", marker="$✕$", ls="none",
+                          label="invalid/missing cell (not drawn)"),
+        "ci": Line2D([], [], color="#444", marker="|", ms=10, ls="none",
+                     label="bootstrap CI of the mean"),
+    }
+    handles += [marks[e] for e in extras if e in marks]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
+               bbox_to_anchor=(0.5, 0.05 / fig.get_figheight()))
+
+
+def seconds(v: float, _pos: object = None) -> str:
+    return f"{v:g} s"
+
+
+def finish(fig: plt.Figure, title: str, subtitle: str) -> None:
+    height = fig.get_figheight()
+    fig.suptitle(f"{title}\n{subtitle}", fontsize=11, y=1 - 0.12 / height, va="top")
+
+
+def positions(values: Iterable[float]) -> dict[float, int]:
+    return {v: i for i, v in enumerate(sorted(set(values)))}
+
+
+def finite(a: Iterable[float]) -> np.ndarray:
+    x = np.asarray(list(a), dtype=float)
+    return x[np.isfinite(x)]

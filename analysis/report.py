@@ -1,0 +1,290 @@
+"""`python -m analysis report`: sweep folders -> figures (PNG, SVG), tables (CSV, parquet),
+index.json and one self-contained report.html in the output folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import page, pipeline, style
+from analysis.figures import FigurePool
+from analysis.load import KEYS
+from analysis.page import Col
+from analysis.plotkit import FigureFile
+from analysis.validity import cell_label
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    out: Path
+    html: Path
+    figures: list[FigureFile]
+    tables: dict[str, Path]
+    results: pipeline.Results
+
+
+def write_text(path: Path, text: str) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_table(df: pd.DataFrame, out: Path, name: str) -> Path:
+    """name.csv and name.parquet, each written under a temporary name and renamed."""
+    csv, pq = out / f"{name}.csv", out / f"{name}.parquet"
+    tmp_csv, tmp_pq = out / f".{name}.csv.tmp", out / f".{name}.parquet.tmp"
+    df.to_csv(tmp_csv, index=False)
+    df.to_parquet(tmp_pq, index=False)
+    os.replace(tmp_csv, csv)
+    os.replace(tmp_pq, pq)
+    return csv
+
+
+def tables(res: pipeline.Results) -> dict[str, pd.DataFrame]:
+    keep = ["path", "state", "valid", "note", "done", "manifest_status", "jobs_expected",
+            "jobs_started", "jobs_ok", "n_used", "turn_errors", "turns_not_sent", "retries",
+            "lag_flag", "lag_p50_s", "lag_p99_s", "lag_max_s", "seed", "n_turns_spec"]
+    cells = res.cells[KEYS + [c for c in keep if c in res.cells]]
+    return {
+        "cells": cells,
+        "jct": cells[KEYS + ["state", "valid"]].merge(res.jct, on=KEYS, how="left"),
+        "vs_reference_policy": res.vs,
+        "per_turn": res.per_turn,
+        "tlast_t1": res.ratio,
+        "winners": res.winners,
+        "why": res.why,
+        "cached_per_turn": res.cached_turn,
+        "kv_usage": res.kv_usage,
+        "reference_check": res.ref_check,
+    }
+
+
+# --- the page's tables: all cells, invalid ones by their state, never a number -----------------
+
+def _row_class(r: dict) -> str:
+    if r.get("state") == "unfinished":
+        return "provisional"
+    return "" if r.get("valid") else "invalid"
+
+
+def _cells_frame(res: pipeline.Results) -> pd.DataFrame:
+    c = res.cells.copy()
+    c["cell"] = [cell_label(r) for r in c.to_dict("records")]
+    return c
+
+
+def _jct_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
+    d = cells.merge(res.jct.drop(columns="n_used"), on=KEYS, how="left").merge(
+        res.vs, on=KEYS, how="left")
+    ref = style.policy_label(res.options.reference_policy)
+
+    def val(col: str, unit: str = " s") -> pd.Series:
+        f = page.num(4, unit)
+        return pd.Series([f(v) if ok else st.upper() for v, ok, st in
+                          zip(d[col], d["valid"], d["state"], strict=True)], index=d.index)
+
+    d = d.assign(mean=val("mean_jct_s"), p50=val("p50_jct_s"), p90=val("p90_jct_s"),
+                 p99=val("p99_jct_s"),
+                 ci=[page.ci(lo, hi, " s") for lo, hi in zip(d["ci_lo_s"], d["ci_hi_s"],
+                                                             strict=True)],
+                 vs=[page.pct(p) for p in d["pct"]],
+                 vs_ci=[page.ci(lo, hi, "%") for lo, hi in zip(d["pct_lo"], d["pct_hi"],
+                                                              strict=True)])
+    cols = [Col("cell", "cell", cls="l"), Col("state", "state", cls="l"),
+            Col("jobs_expected", "N"), Col("n_used", "jobs used", page.num(6)),
+            Col("mean", "mean JCT"), Col("ci", f"{res.options.level:.0%} CI"),
+            Col("p50", "p50"), Col("p90", "p90"), Col("p99", "p99"),
+            Col("vs", f"vs {ref}"), Col("vs_ci", "CI")]
+    return page.table(d, cols, _row_class, "table-jct")
+
+
+def _per_turn_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
+    wide = res.per_turn.pivot_table(index=KEYS, columns="turn", values="mean_latency_s")
+    turns = list(wide.columns)
+    wide.columns = [f"T{t}" for t in turns]
+    d = cells.merge(wide.reset_index(), on=KEYS, how="left")
+    cols = [Col("cell", "cell", cls="l"), Col("state", "state", cls="l")]
+    cols += [Col(f"T{t}", f"T{t} (s)", page.num(3)) for t in turns]
+    return page.table(d, cols, _row_class, "table-per-turn")
+
+
+def _ratio_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
+    d = cells.merge(res.ratio, on=KEYS, how="left")
+    cols = [Col("cell", "cell", cls="l"), Col("state", "state", cls="l"),
+            Col("t1_s", "T1 (s)", page.num(3)), Col("tlast_s", "Tlast (s)", page.num(3)),
+            Col("tlast_over_t1", "Tlast/T1", page.num(3, "×")),
+            Col("peak_turn", "peak turn", page.num(2)), Col("shape", "shape", cls="l")]
+    return page.table(d, cols, _row_class, "table-tlast")
+
+
+def _seed_says(res: pipeline.Results) -> dict[tuple, str]:
+    rc = res.ref_check[res.ref_check["metric"].isin(["winner", "pct_win"])]
+    out: dict[tuple, list[str]] = {}
+    for r in rc.to_dict("records"):
+        out.setdefault((r["sweep"], r["cell"]), []).append(f"§{r['section']}: {r['seed']}")
+    return {k: "; ".join(v) for k, v in out.items()}
+
+
+def _winner_table(res: pipeline.Results) -> str:
+    w = res.winners.copy()
+    ref = res.options.reference_policy
+    seed = _seed_says(res)
+    w["group"] = [f"gpu={g}/dram={d}/jps={j:g}" for g, d, j in
+                  zip(w["gpu"], w["dram"], w["jps"], strict=True)]
+    w["seed"] = [seed.get((s, g), "") for s, g in zip(w["sweep"], w["group"], strict=True)]
+    w["winner_l"] = [style.policy_label(p) if isinstance(p, str) else "—" for p in w["winner"]]
+    w["runner_l"] = [style.policy_label(p) if isinstance(p, str) else "—"
+                     for p in w["runner_up"]]
+    w["margin"] = [page.pct(p) + " " + page.ci(lo, hi, "%") for p, lo, hi in
+                   zip(w["pct_vs_runner_up"], w["ci_lo"], w["ci_hi"], strict=True)]
+    w["vsref"] = [page.pct(p) + " " + page.ci(lo, hi, "%") for p, lo, hi in
+                  zip(w[f"pct_vs_{ref}"], w[f"{ref}_ci_lo"], w[f"{ref}_ci_hi"], strict=True)]
+    w["tie_t"] = ["TIE" if t else "" for t in w["tie"]]
+    cols = [Col("sweep", "sweep", cls="l"), Col("group", "GPU / DRAM / JPS", cls="l"),
+            Col("n_jobs", "N used"), Col("winner_l", "winner", cls="l"),
+            Col("winner_jct_s", "mean JCT", page.num(4, " s")),
+            Col("runner_l", "runner-up", cls="l"),
+            Col("runner_up_jct_s", "mean JCT", page.num(4, " s")),
+            Col("margin", "winner vs runner-up [CI]"), Col("tie_t", "tie?", cls="tie"),
+            Col("vsref", f"winner vs {style.policy_label(ref)} [CI]"),
+            Col("invalid", "invalid cells", cls="wrap"), Col("verdict", "verdict", cls="wrap"),
+            Col("seed", "seed says", cls="wrap")]
+    return page.table(w, cols, lambda r: "provisional" if r["invalid"] else "", "table-winners")
+
+
+def _why_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
+    d = cells.merge(res.why, on=KEYS, how="left")
+    for c in ("bytes_offload", "bytes_onload"):
+        d[c.replace("bytes", "gb")] = d[c] / 1e9 if c in d else float("nan")
+    cols = [Col("cell", "cell", cls="l"), Col("state", "state", cls="l"),
+            Col("prefix_hit_rate", "prefix hit rate", lambda v: page.num(3)(
+                None if page.isnan(v) else float(v) * 100) + ("" if page.isnan(v) else "%")),
+            Col("cached_frac", "cached / prompt tokens", lambda v: page.num(3)(
+                None if page.isnan(v) else float(v) * 100) + ("" if page.isnan(v) else "%")),
+            Col("preemptions", "preemptions", page.num(6)),
+            Col("gb_offload", "offload GB", page.num(4)),
+            Col("gb_onload", "onload GB", page.num(4)),
+            Col("kv_usage_mean", "KV usage mean", page.num(3)),
+            Col("kv_usage_max", "KV usage max", page.num(3))]
+    return page.table(d, cols, _row_class, "table-why")
+
+
+def _validity_table(cells: pd.DataFrame) -> str:
+    cols = [Col("cell", "cell", cls="l"), Col("sweep", "sweep", cls="l"),
+            Col("state", "state", cls="l"), Col("done", "DONE"),
+            Col("manifest_status", "manifest status", cls="l"),
+            Col("jobs_ok", "jobs ok"), Col("jobs_started", "started"),
+            Col("jobs_expected", "N (spec)"), Col("turn_errors", "error rows"),
+            Col("turns_not_sent", "not sent"), Col("retries", "retries", page.num(6)),
+            Col("lag_p50_s", "lag p50", page.num(3, " s")),
+            Col("lag_p99_s", "lag p99", page.num(3, " s")),
+            Col("lag_max_s", "lag max", page.num(3, " s")), Col("lag_flag", "lag flag"),
+            Col("note", "note", cls="wrap")]
+    return page.table(cells, cols, _row_class, "table-validity")
+
+
+def _reference_table(res: pipeline.Results) -> str:
+    d = res.ref_check.copy()
+    d["ok"] = ["yes" if a is True else "no" if a is False else "n/a" for a in d["agrees"]]
+    cols = [Col("section", "§"), Col("cell", "cell / group", cls="l"),
+            Col("metric", "metric", cls="l"), Col("seed", "seed"), Col("ours", "ours"),
+            Col("ratio", "ours / seed", page.num(3, "×")), Col("ok", "agrees?"),
+            Col("quote", "statement", cls="wrap"), Col("note", "note", cls="wrap")]
+    return page.table(d, cols, lambda r: "" if r["agrees"] is not None else "provisional",
+                      "table-reference")
+
+
+def _summary(res: pipeline.Results) -> list[str]:
+    c = res.cells
+    counts = c["state"].value_counts().to_dict()
+    parts = [page.para("Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+                       + f" (of {len(c)}).")]
+    warn = []
+    if not c["valid"].all():
+        warn.append(f"{int((~c['valid']).sum())} cell(s) are invalid or missing: they appear "
+                    "by their state in every table and as ✕ marks in the figures, never as "
+                    "numbers.")
+    if (c["state"] == "unfinished").any():
+        warn.append("Some cells have no DONE marker (a running or interrupted sweep): their "
+                    "numbers are provisional (hollow markers).")
+    if not res.winners.empty and not res.winners["comparable"].all():
+        warn.append("N or seed differs between policies of some groups: those comparisons "
+                    "do not hold (RESEARCH-NOTES).")
+    for f, cols in res.missing_columns.items():
+        warn.append(f"{f}.parquet lacks column(s) {', '.join(cols)} of docs/records.md.")
+    parts += [page.para(w, "warn") for w in warn]
+    return parts
+
+
+def html(res: pipeline.Results, figs: list[FigureFile]) -> str:
+    o = res.options
+    by = {f.name: f for f in figs}
+    cells = _cells_frame(res)
+
+    def figs_named(prefix: str) -> str:
+        return "".join(page.figure(f) for n, f in by.items() if n.startswith(prefix))
+
+    names = ", ".join(s["name"] for s in res.sweeps)
+    meta = [f"sweeps: {names}",
+            "folders: " + "; ".join(s["path"] for s in res.sweeps),
+            f"window: {o.window.describe()}",
+            f"confidence intervals: {o.level:.0%}, bootstrap over jobs, {o.n_boot} resamples "
+            "(paired across the policies of a group when they ran the same jobs); a margin "
+            "whose interval holds 0 is a tie",
+            f"cells invalid when more than {o.max_failed_frac:.0%} of jobs fail",
+            "reference: the seed's quoted values (analysis/reference.csv, research update "
+            "2026-04-14)"]
+    sections = [
+        ("summary", "Summary", "".join(_summary(res))),
+        ("jct", "Average JCT vs JPS (seed §2.1, §2.2)",
+         figs_named("jct_vs_jps") + _jct_table(res, cells)),
+        ("per-turn", "Per-turn latency (seed §3)",
+         figs_named("per_turn") + _per_turn_table(res, cells)),
+        ("tlast", "Last turn over first turn and shape (seed §3.5)",
+         figs_named("tlast_t1") + _ratio_table(res, cells)),
+        ("winners", "Winner per GPU, DRAM and JPS (seed §2.3)", _winner_table(res)),
+        ("why", "Why", figs_named("why") + _why_table(res, cells)
+         + figs_named("cached_per_turn") + figs_named("kv_usage")),
+        ("validity", "Validity of every cell", figs_named("validity")
+         + _validity_table(cells)),
+        ("reference", "Against the seed's quoted numbers", page.para(
+            f"A stated value 'agrees' when ours lies within it, each end widened by "
+            f"{o.tolerance:.0%} ({2 * o.tolerance:.0%} for approximate statements).")
+         + _reference_table(res)),
+    ]
+    sections = [(sid, title, page.section(sid, title, body)) for sid, title, body in sections]
+    footer = page.para("Tables as CSV and parquet, figures as PNG and SVG beside this file; "
+                       "see docs/analysis.md for what each shows.")
+    return page.page(f"kvbench report — {names}", meta, sections, footer)
+
+
+def default_out(paths: list[Path]) -> Path:
+    return Path("reports") / "+".join(p.resolve().name for p in paths)
+
+
+def build(paths: list[str | Path], out: str | Path | None = None,
+          options: pipeline.Options | None = None, workers: int = 1) -> Report:
+    paths = [Path(p) for p in paths]
+    out = Path(out) if out else default_out(paths)
+    out.mkdir(parents=True, exist_ok=True)
+    with FigurePool(workers) as pool:
+        res = pipeline.compute(paths, options)
+        figs = pool.draw_all(res, out)
+    written = {name: write_table(df, out, name) for name, df in tables(res).items()}
+    page_path = write_text(out / "report.html", html(res, figs))
+    index = {"report": page_path.name, "sweeps": res.sweeps,
+             "window": res.options.window.describe(),
+             "figures": [{"name": f.name, "png": f.png.name, "svg": f.svg.name} for f in figs],
+             "tables": {k: [v.name, v.with_suffix(".parquet").name] for k, v in written.items()},
+             "cells": [cell_label(r) for r in res.cells.to_dict("records")]}
+    write_text(out / "index.json", json.dumps(index, indent=2, default=str))
+    log.info("report: %s", page_path)
+    return Report(out, page_path, figs, written, res)
