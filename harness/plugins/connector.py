@@ -42,6 +42,18 @@ logger = logging.getLogger(__name__)
 VLLM_VERSION = compat.check_vllm()
 
 
+def _log_like_vllm() -> None:
+    """Inside vLLM's processes, let ``harness.plugins`` log through vLLM's handlers."""
+    ours, theirs = logging.getLogger("harness.plugins"), logging.getLogger("vllm")
+    if not ours.handlers and not logging.getLogger().handlers and theirs.handlers:
+        ours.handlers = list(theirs.handlers)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
+_log_like_vllm()
+
+
 @dataclass(frozen=True)
 class ReqHint:
     job: str
@@ -207,7 +219,7 @@ class PolicyConnector(KVConnectorBase_V1):
         self.on_tick(time.time())
         meta = CopyMeta(self.host_blocks(), self.to_host, self.to_dev)
         self.to_host, self.to_dev = [], []
-        self.ledger.maybe_write()
+        self.ledger.maybe_write(force=not self.has_timed_work())  # last tick before idling
         return meta
 
     def request_finished(self, request: Any, block_ids: list[int]):

@@ -200,6 +200,7 @@ class ContinuumTTLConnector(PolicyConnector):
         self._sync()
 
     def _sync(self) -> None:
+        self.ledger.dirty = True
         now = time.time()
         self.ledger.gauges["pins_active"] = len(self.pins)
         self.ledger.gauges["pinned_blocks"] = sum(len(p.blocks) for p in self.pins.values())

@@ -257,6 +257,7 @@ class PredictivePrefetchConnector(PolicyConnector):
         self._sync()
 
     def _sync(self) -> None:
+        self.ledger.dirty = True
         now, g = time.time(), self.ledger.gauges
         g["pins_active"] = sum(e.state in ("inflight", "vram") for e in self.entries.values())
         g["pinned_blocks"] = sum(len(e.held) for e in self.entries.values())

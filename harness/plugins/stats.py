@@ -112,12 +112,15 @@ class Ledger:
         directory = os.environ.get(STATS_DIR_ENV)
         self._path = Path(directory) / f"{policy}.json" if directory else None
         self._written = 0.0
+        self.dirty = True
 
     def add(self, name: str, n: int | float = 1) -> None:
         self.totals[name] += n
+        self.dirty = True
 
     def admit(self, **row: Any) -> None:
         self.admissions = [*self.admissions[-999:], {"t": time.time(), **row}]
+        self.dirty = True
 
     def take_delta(self) -> PolicyStats | None:
         delta = {k: v - self._sent[k] for k, v in self.totals.items() if v != self._sent[k]}
@@ -130,9 +133,9 @@ class Ledger:
 
     def maybe_write(self, force: bool = False) -> None:
         now = time.time()
-        if self._path is None or (not force and now - self._written < 0.2):
+        if self._path is None or not self.dirty or (not force and now - self._written < 0.2):
             return
-        self._written = now
+        self._written, self.dirty = now, False
         snap = {"policy": self.policy, "t": now, "settings": self.settings,
                 "counters": self.totals, "gauges": self.gauges, "jobs": self.jobs,
                 "admissions": self.admissions}

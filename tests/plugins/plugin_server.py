@@ -73,7 +73,7 @@ def start(tmp: Path, args: list[str], env: dict[str, str]) -> Server:
             "--host", "127.0.0.1", "--port", str(port), "--load-format", "dummy",
             "--skip-tokenizer-init", "--enable-prompt-tokens-details",
             "--num-gpu-blocks-override", str(NUM_BLOCKS), "--max-model-len", "4096",
-            "--gpu-memory-utilization", "0.3", *args]
+            "--gpu-memory-utilization", "0.3", "--enforce-eager", *args]
     full_env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", **env}
     with open(log, "wb") as f:
         proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, env=full_env,
