@@ -129,13 +129,17 @@ def _run(cfg, cell_dir: Path, attempt: int) -> dict:
                 raise CellFailed(f"server exited (code {server.proc.returncode}) during the cell")
         man["status"] = "ok"
     except BaseException as e:
-        man["status"], man["error"] = "failed", f"{type(e).__name__}: {e}"[:4000]
+        man["status"], man["error"] = "failed", _clip(f"{type(e).__name__}: {e}")
         _finish(cfg, cell_dir, man, res, metrics, done=False)
         if isinstance(e, KvbenchError):
             raise CellFailed(f"cell {cell_dir} failed: {man['error']}") from e
         raise
     _finish(cfg, cell_dir, man, res, metrics, done=True)
     return man
+
+
+def _clip(text: str, limit: int = 4000) -> str:
+    return text if len(text) <= limit else text[: limit // 4] + "\n[...]\n" + text[-3 * limit // 4 :]
 
 
 def _manifest_head(cfg, attempt: int) -> dict:

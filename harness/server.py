@@ -103,12 +103,16 @@ def redact_env(env: dict[str, str]) -> dict[str, str]:
     return {k: ("<redacted>" if any(b in k.upper() for b in bad) else v) for k, v in env.items()}
 
 
-def _log_tail(path: Path, n: int = 40) -> str:
+def _log_tail(path: Path, n: int = 12, width: int = 300) -> str:
+    """The log's last error lines, then its last lines (each clipped): argparse, for one,
+    prints its error after a usage text of very long lines."""
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no server log)"
-    return "\n".join(lines[-n:])
+    errors = [x for x in lines if "error" in x.lower()][-5:]
+    clip = [x if len(x) <= width else x[:width] + " ..." for x in [*errors, "...", *lines[-n:]]]
+    return "\n".join(clip if errors else clip[1:])
 
 
 class Server:

@@ -1,0 +1,40 @@
+"""Shared fixtures. Tiers (markers): none = no server; ``server`` = a real vLLM CPU server;
+``slurm`` = the one-machine SLURM cluster (scripts/slurm-up.sh). All run in CI.
+
+Server starts cost about a minute each on 2 cores, so the real smoke sweep runs once per
+session and every test that only needs real records reads it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_launch(*args: str, timeout: float = 900, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "launch", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def results_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("results")
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(results_root) -> Path:
+    """The embedded default sweep (experiment=smoke), run for real on the CPU engine."""
+    r = run_launch("sweep", f"results_dir={results_root}", "--no-report", timeout=1500)
+    assert r.returncode == 0, f"smoke sweep failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    sweeps = sorted(results_root.glob("*_smoke"))
+    assert len(sweeps) == 1, sweeps
+    return sweeps[0]
