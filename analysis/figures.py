@@ -72,18 +72,24 @@ def _draw_metric(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: s
 
 def _seed_points(ax: plt.Axes, ref: pd.DataFrame, gpu: str, dram: int, cells: pd.DataFrame,
                  xpos: dict[float, int]) -> bool:
-    rows = ref[ref["metric"] == "mean_jct_s"]
-    hit = False
-    for _, r in rows.iterrows():
-        for p in cells["policy"].unique():
-            for j in xpos:
-                if reference.matches(r, gpu, dram, p, j) and r["policy"] == p:
-                    ax.plot(xpos[j], r["value_lo"], marker="*", ms=14, ls="none",
-                            mfc=style.policy_color(p), mec="black", zorder=6)
-                    ax.annotate(f"seed {r['value_lo']:g} s", (xpos[j], r["value_lo"]),
-                                textcoords="offset points", xytext=(8, -3), fontsize=7)
-                    hit = True
-    return hit
+    """The seed's quoted mean JCTs as stars; labels alternate above/below when stacked."""
+    pts = [(xpos[j], r["value_lo"], r["policy"])
+           for r in ref[ref["metric"] == "mean_jct_s"].to_dict("records")
+           for j in xpos if r["policy"] in set(cells["policy"])
+           and reference.matches(r, gpu, dram, r["policy"], j)]
+    for k, (x, v, p) in enumerate(sorted(pts, key=lambda t: (t[0], -t[1]))):
+        ax.plot(x, v, marker="*", ms=14, ls="none", mfc=style.policy_color(p), mec="black",
+                zorder=6)
+        ax.annotate(f"seed {v:g} s", (x, v), textcoords="offset points",
+                    xytext=(9, 2 if k % 2 == 0 else -9), fontsize=7)
+    return bool(pts)
+
+
+def _subtitle(res: Results, cells: pd.DataFrame) -> str:
+    text = plotkit.n_text(cells, res.options.window.is_all)
+    if not res.options.window.is_all:
+        text += f" — window: {res.options.window.describe()}"
+    return text
 
 
 def jct_vs_jps(res: Results, out: Path) -> FigureFile:
@@ -98,13 +104,12 @@ def jct_vs_jps(res: Results, out: Path) -> FigureFile:
         _draw_metric(ax, sub, res.jct, "mean_jct_s", xpos, "ci_lo_s", "ci_hi_s")
         if _seed_points(ax, res.reference, g, d, sub, xpos):
             extras.add("seed")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(plotkit.seconds))
+        plotkit.log_seconds(ax)
         ax.set_ylabel("Avg JCT (log scale)")
         _x_axis(ax, xpos)
         ax.set_title(_panel_title(g, d) + " — Avg JCT vs JPS")
     plotkit.legend(fig, cells, ["ci", *sorted(extras)])
-    sub = plotkit.n_text(cells, res.options.window.is_all)
+    sub = _subtitle(res, cells)
     plotkit.finish(fig, "Average job completion time against load", sub)
     caption = (f"Mean JCT over jobs that finished ok ({res.options.window.describe()}); bars: "
                f"{res.options.level:.0%} bootstrap CI over jobs. {sub}. Stars: the seed's "
@@ -147,13 +152,12 @@ def tlast_t1(res: Results, out: Path) -> FigureFile:
         if _seed_ratio(ax, res.reference, g, d, sub, xpos):
             extras.add("seed_band")
         ax.axhline(1.0, color="#666", lw=0.8, ls=":")
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}×"))
+        plotkit.log_seconds(ax, "×")
         ax.set_ylabel(f"{label} (log scale)")
         _x_axis(ax, xpos)
         ax.set_title(_panel_title(g, d) + f" — {label}")
     plotkit.legend(fig, cells, sorted(extras))
-    sub = plotkit.n_text(cells, res.options.window.is_all)
+    sub = _subtitle(res, cells)
     plotkit.finish(fig, f"{label}: last-turn over first-turn latency", sub)
     caption = (f"Mean latency of the last turn over the first (ok turns, "
                f"{res.options.window.describe()}); above 1: later turns slower. {sub}. "
@@ -194,7 +198,7 @@ def why(res: Results, out: Path) -> FigureFile:
             if i == 0:
                 ax.set_title(_panel_title(g, d))
     plotkit.legend(fig, cells, sorted(extras))
-    sub = plotkit.n_text(cells, res.options.window.is_all)
+    sub = _subtitle(res, cells)
     plotkit.finish(fig, "Why: cache hits, preemptions, offload traffic, KV usage", sub)
     caption = ("Server counters are increases over the whole cell; the hit rate divides "
                "vllm:prefix_cache_hits by the prompt tokens sent (not by queries). "
@@ -205,13 +209,17 @@ def why(res: Results, out: Path) -> FigureFile:
 
 def validity(res: Results, out: Path) -> FigureFile:
     cells = res.cells.copy()
-    cells["row"] = [f"{s} · {style.gpu_label(g)} · {d} GB · {style.policy_label(p)}"
-                    for s, g, d, p in zip(cells["sweep"], cells["gpu"], cells["dram"],
-                                          cells["policy"], strict=True)]
-    rows = sorted(cells["row"].unique())
+    order = style.policy_order(cells["policy"].unique())
+    cells = cells.assign(
+        _g=[plotkit.gpu_key(g) for g in cells["gpu"]], _d=-cells["dram"],
+        _p=[order.index(p) for p in cells["policy"]],
+        row=[f"{s} · {style.gpu_label(g)} · {d} GB · {style.policy_label(p)}"
+             for s, g, d, p in zip(cells["sweep"], cells["gpu"], cells["dram"], cells["policy"],
+                                   strict=True)]).sort_values(["sweep", "_d", "_g", "_p"])
+    rows = list(dict.fromkeys(cells["row"]))
     xpos = plotkit.positions(cells["jps"])
     fig, axes = plotkit.grid(1, 1, panel_w=1.0 * len(xpos), panel_h=0.36 * len(rows),
-                             left=0.3 + 0.062 * max(map(len, rows)), bottom=0.45, top=0.75)
+                             left=0.3 + 0.052 * max(map(len, rows)), bottom=0.45, top=0.75)
     ax = axes[0][0]
     for _, r in cells.iterrows():
         y = rows.index(r["row"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter
 
 from analysis import plotkit, reference, style
 from analysis.load import KEYS
@@ -44,12 +44,18 @@ def _by_dram(res: Results, out: Path, name: str, title: str, caption: str, ylabe
                 ax = axs[i][k]
                 sub = cells[(cells["gpu"] == g) & (cells["jps"] == j)]
                 extras |= draw(ax, sub, g, dram, j)
+                if not ax.lines:
+                    ax.text(0.5, 0.5, "no valid cell", transform=ax.transAxes, ha="center",
+                            va="center", color="#888")
+                    ax.set_yticks([])
                 plotkit.invalid_box(ax, sub)
                 ax.set_title(f"{style.gpu_label(g)} — JPS={style.jps_label(j)}")
                 if k == 0:
                     ax.set_ylabel(ylabel)
         plotkit.legend(fig, cells, sorted(extras))
         sub_text = plotkit.n_text(cells, res.options.window.is_all)
+        if not res.options.window.is_all:
+            sub_text += f" — window: {res.options.window.describe()}"
         plotkit.finish(fig, f"{title} — {dram} GB DRAM", sub_text)
         figs.append(plotkit.save(fig, out, f"{name}_dram{dram}", f"{title} — {dram} GB DRAM",
                                  f"{caption} {sub_text}."))
@@ -60,19 +66,26 @@ def _turn_lines(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: st
                 scale: float = 1.0) -> float:
     """Lines per (sweep, policy) of values[col] against the turn; returns the top value."""
     sweeps = sorted(cells["sweep"].unique())
-    top = 0.0
+    top, tmax = 0.0, 0
     for s, p, rows in plotkit.lines(cells[cells["valid"]]):
         v = values.merge(rows[KEYS + ["state"]], on=KEYS).sort_values("turn")
         if v.empty:
             continue
+        tmax = max(tmax, int(v["turn"].max()))
         y = v[col].to_numpy(float) * scale
         unfinished = bool((v["state"] == "unfinished").any())
         ax.plot(v["turn"], y, color=style.policy_color(p), marker=style.policy_marker(p),
                 ms=4, ls=plotkit.sweep_style(sweeps, s), mfc="white" if unfinished else None)
         top = max(top, float(np.nanmax(y)) if np.isfinite(y).any() else 0.0)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"T{int(v)}"))
+    n = _n_turns(cells) or tmax or 8
+    ax.set_xticks(range(1, n + 1), [f"T{t}" for t in range(1, n + 1)])
+    ax.set_xlim(0.6, n + 0.4)
     return top
+
+
+def _n_turns(cells: pd.DataFrame) -> int:
+    n = pd.to_numeric(cells.get("n_turns_spec"), errors="coerce").max()
+    return int(n) if pd.notna(n) and n > 0 else 0
 
 
 def _seed_turns(ax: plt.Axes, ref: pd.DataFrame, cells: pd.DataFrame, gpu: str, dram: int,
@@ -87,7 +100,9 @@ def _seed_turns(ax: plt.Axes, ref: pd.DataFrame, cells: pd.DataFrame, gpu: str, 
         lo, hi = r["value_lo"], r["value_hi"]
         t0 = r["turn_lo"] if not math.isnan(r["turn_lo"]) else 1
         t1 = r["turn_hi"] if not math.isnan(r["turn_hi"]) else n_turns
-        text = f"seed {style.policy_label(r['policy'])} T{t0:g}–T{t1:g}: {reference.seed_text(r)}"
+        span = "peak" if r["metric"] == "turn_latency_peak_s" else (
+            f"T{t0:g}" if t0 == t1 else f"T{t0:g}–T{t1:g}")
+        text = f"seed {style.policy_label(r['policy'])} {span}: {reference.seed_text(r)}"
         if top and max(v for v in (lo, hi) if not math.isnan(v)) > OFF_SCALE * top:
             notes.append(text + " (off scale)")
             continue
@@ -101,8 +116,9 @@ def _seed_turns(ax: plt.Axes, ref: pd.DataFrame, cells: pd.DataFrame, gpu: str, 
                             hatch="//" if r["approx"] else None, lw=0)
         hit = True
     if notes:
-        ax.text(0.98, 0.02, "\n".join(notes), transform=ax.transAxes, ha="right", va="bottom",
-                fontsize=6.5, color="#444")
+        ax.text(0.98, 0.03, "\n".join(notes), transform=ax.transAxes, ha="right", va="bottom",
+                fontsize=6.5, color="#444", zorder=7,
+                bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "#ccc", "alpha": 0.85})
     return hit
 
 
@@ -112,8 +128,8 @@ def per_turn(res: Results, out: Path, dram: int | None = None) -> list[FigureFil
     def draw(ax: plt.Axes, cells: pd.DataFrame, g: str, d: int, j: float) -> set[str]:
         top = _turn_lines(ax, cells, res.per_turn, "mean_latency_s")
         ax.yaxis.set_major_formatter(FuncFormatter(plotkit.seconds))
-        ax.set_ylim(bottom=0)
         hit = _seed_turns(ax, res.reference, cells, g, d, j, top, n_turns)
+        ax.set_ylim(bottom=0)
         return {"seed", "seed_band"} if hit else set()
 
     return _by_dram(res, out, "per_turn", "Per-turn latency",

@@ -111,7 +111,14 @@ def _cell_row(sweep: str, root: Path, folder: Path) -> dict[str, Any]:
 
 
 def _matrix_cells(sweep: str, matrix: Any) -> list[dict[str, Any]]:
-    """Cells that sweep.json's matrix names (empty when it has none or it does not parse)."""
+    """Cells that sweep.json's matrix names: a list of cell paths, or lists per key as in
+    conf/experiment (gpu, dram, dram_by_gpu, policy, jps). Empty when it does not parse."""
+    if isinstance(matrix, list):
+        try:
+            return [{"sweep": sweep, **_cell_key(str(c).strip("/"))} for c in matrix]
+        except SweepError as e:
+            log.warning("sweep %s: matrix in sweep.json not understood (%s)", sweep, e)
+            return []
     if not isinstance(matrix, dict):
         return []
     try:
@@ -139,7 +146,10 @@ def discover(path: Path, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not rows and not meta:
         raise SweepError(f"{path} has neither sweep.json nor cell folders ({CELL_GLOB})")
     cells = pd.DataFrame(rows, columns=None if rows else KEYS)
-    expected = pd.DataFrame(_matrix_cells(name, meta.get("matrix")), columns=KEYS)
+    matrix = meta.get("matrix")
+    if not matrix and isinstance(meta.get("cells"), dict):
+        matrix = list(meta["cells"])
+    expected = pd.DataFrame(_matrix_cells(name, matrix), columns=KEYS)
     if len(expected):
         found = cells[KEYS] if len(cells) else pd.DataFrame(columns=KEYS)
         found = found.astype({"dram": "int64", "jps": "float64"})

@@ -42,6 +42,7 @@ class Results:
     cached_turn: pd.DataFrame  # per valid cell and turn
     kv_usage: pd.DataFrame  # per valid cell, downsampled time series
     samples: dict[tuple, pd.Series]  # JCT of the jobs used, per valid cell, by job id
+    warnings: list[str]  # about the data, for the report's summary
     reference: pd.DataFrame  # reference.csv
     ref_check: pd.DataFrame  # reference statements against our cells
 
@@ -75,9 +76,22 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
         cached_turn=why.cached_per_turn(turns_ok, valid),
         kv_usage=why.downsample(why.kv_usage(data.metrics).merge(valid[KEYS], on=KEYS)),
         samples=samples,
+        warnings=_clock_warnings(data.metrics, data.jobs),
         reference=ref,
         ref_check=reference.check(ref, cells, jct, pt, ratio, winners, o.tolerance),
     )
     log.info("computed: %d cells (%d valid), %d groups", len(cells), int(cells["valid"].sum()),
              len(winners))
     return res
+
+
+def _clock_warnings(metrics: pd.DataFrame, jobs: pd.DataFrame) -> list[str]:
+    out = []
+    for r in why.clock_outliers(metrics, jobs).to_dict("records"):
+        text = (f"metrics.parquet of {validity.cell_label(r)} has samples at t_s "
+                f"{r['t_min']:.4g}..{r['t_max']:.4g} s while its jobs end by {r['end_s']:.4g} s: "
+                "the scrape clock is not relative to t0 for some samples, so counter increases "
+                "(hits, preemptions, offload bytes) may be off")
+        log.warning(text)
+        out.append(text)
+    return out

@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from analysis import style  # noqa: E402
 
@@ -166,12 +167,37 @@ def legend(fig: plt.Figure, cells: pd.DataFrame, extras: Iterable[str] = ()) -> 
                      label="bootstrap CI of the mean"),
     }
     handles += [marks[e] for e in extras if e in marks]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False,
-               bbox_to_anchor=(0.5, 0.05 / fig.get_figheight()))
+    width, height = fig.get_size_inches()
+    ncol = max(1, min(len(handles), int(width / 2.3)))
+    rows = math.ceil(len(handles) / ncol)
+    _ensure_bottom(fig, 0.5 + 0.24 * rows)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, fontsize=8,
+               bbox_to_anchor=(0.5, 0.04 / fig.get_figheight()))
+
+
+def _ensure_bottom(fig: plt.Figure, need: float) -> None:
+    """Grow the figure at the bottom until `need` inches lie under the panels (keeps the
+    panels' size and the top margin)."""
+    width, height = fig.get_size_inches()
+    sp = fig.subplotpars
+    top_in, bottom_in = (1 - sp.top) * height, sp.bottom * height
+    if need <= bottom_in:
+        return
+    new = height + need - bottom_in
+    fig.set_size_inches(width, new)
+    fig.subplots_adjust(top=1 - top_in / new, bottom=need / new)
 
 
 def seconds(v: float, _pos: object = None) -> str:
     return f"{v:g} s"
+
+
+def log_seconds(ax: plt.Axes, unit: str = " s") -> None:
+    """Log y axis with ticks at 1-2-5 steps, labelled in plain numbers (no 10^x)."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}{unit}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def finish(fig: plt.Figure, title: str, subtitle: str) -> None:

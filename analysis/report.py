@@ -218,6 +218,7 @@ def _summary(res: pipeline.Results) -> list[str]:
     if not res.winners.empty and not res.winners["comparable"].all():
         warn.append("N or seed differs between policies of some groups: those comparisons "
                     "do not hold (RESEARCH-NOTES).")
+    warn += res.warnings
     for f, cols in res.missing_columns.items():
         warn.append(f"{f}.parquet lacks column(s) {', '.join(cols)} of docs/records.md.")
     parts += [page.para(w, "warn") for w in warn]
@@ -288,3 +289,9 @@ def build(paths: list[str | Path], out: str | Path | None = None,
     write_text(out / "index.json", json.dumps(index, indent=2, default=str))
     log.info("report: %s", page_path)
     return Report(out, page_path, figs, written, res)
+
+
+def build_report(paths: list[str | Path], out: str | Path | None = None,
+                 options: pipeline.Options | None = None, workers: int = 1) -> Path:
+    """build() for callers that only want the page's path (launch runs this after a sweep)."""
+    return build(paths, out, options, workers).html

@@ -40,7 +40,7 @@ def counter_increase(metrics: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=KEYS + ["name", "labels", "increase"])
     m = m.sort_values(KEYS + ["name", "labels", "t_s"])
     step = m.groupby(KEYS + ["name", "labels"], sort=False)["value"].diff()
-    inc = step.where(step >= 0, m["value"]).fillna(0.0)
+    inc = step.where((step >= 0) | step.isna(), m["value"]).fillna(0.0)  # drop: a reset
     out = m.assign(increase=inc).groupby(KEYS + ["name", "labels"], sort=False)["increase"]
     return out.sum().reset_index()
 
@@ -149,3 +149,17 @@ def why_table(valid: pd.DataFrame, turns_ok: pd.DataFrame, metrics: pd.DataFrame
     out["prefix_hit_rate"] = out["prefix_hits"] / out["cell_prompt_tokens"]
     out["external_hit_rate"] = out["external_hits"] / out["cell_prompt_tokens"]
     return out
+
+
+def clock_outliers(metrics: pd.DataFrame, jobs: pd.DataFrame, slack_s: float = 600.0
+                   ) -> pd.DataFrame:
+    """Cells with metric samples far outside the cell's time span (t_s should be relative to
+    the client's t0, like the jobs' times): such samples sort out of place and bias counter
+    increases. Returns KEYS, t_min, t_max, end_s of those cells."""
+    if metrics.empty or jobs.empty:
+        return pd.DataFrame(columns=KEYS + ["t_min", "t_max", "end_s"])
+    m = metrics.groupby(KEYS)["t_s"].agg(t_min="min", t_max="max")
+    e = jobs.groupby(KEYS)["end_s"].max().rename("end_s")
+    d = m.join(e, how="inner").reset_index()
+    far = (d["t_min"] < -slack_s) | (d["t_max"] > d["end_s"] + max(slack_s, 0) + d["end_s"])
+    return d[far]
