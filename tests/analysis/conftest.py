@@ -41,8 +41,18 @@ def synth_sweep(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def clean_sweep(tmp_path_factory) -> Path:
-    return build(small_spec(name="clean", gpus=("h100",), drams=(400,)),
+    """One GPU, one DRAM size, no faults: quick to draw."""
+    return build(small_spec(name="clean", gpus=("h100",), drams=(400,), jps=(3.0, 6.0)),
                  tmp_path_factory.mktemp("clean"))
+
+
+@pytest.fixture(scope="session")
+def tiny_faulty_sweep(tmp_path_factory) -> Path:
+    """One GPU, two JPS, a lagging and a missing cell: quick to draw, still has marks."""
+    spec = small_spec(name="tiny", gpus=("h100",), drams=(64,), jps=(3.0, 10.0),
+                      faults={("h100", 64, "fcfs", 10.0): "lag",
+                              ("h100", 64, "lmcache", 3.0): "missing"})
+    return build(spec, tmp_path_factory.mktemp("tiny"))
 
 
 def cell_paths(sweep: Path) -> list[str]:

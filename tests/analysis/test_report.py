@@ -46,8 +46,8 @@ def test_invalid_cells_are_states_never_numbers(built):
     assert bad["mean_jct_s"].isna().all() and len(bad) == 5
 
 
-def test_report_says_which_window_and_n(synth_sweep, tmp_path):
-    rep = report.build([synth_sweep], tmp_path, pipeline.Options(window=Window(0.25, 0.25),
+def test_report_says_which_window_and_n(clean_sweep, tmp_path):
+    rep = report.build([clean_sweep], tmp_path, pipeline.Options(window=Window(0.25, 0.25),
                                                                 n_boot=50), workers=1)
     text = html.unescape(rep.html.read_text(encoding="utf-8"))
     assert "without the first 25% (ramp-up) and the last 25% (drain)" in text
@@ -57,12 +57,12 @@ def test_report_says_which_window_and_n(synth_sweep, tmp_path):
     assert "N = 12 jobs/cell" in svg and "6 in window" in svg
 
 
-def test_several_sweeps_side_by_side(synth_sweep, clean_sweep, tmp_path, check_report):
-    rep = report.build([synth_sweep, clean_sweep], tmp_path, pipeline.Options(n_boot=50),
+def test_several_sweeps_side_by_side(tiny_faulty_sweep, clean_sweep, tmp_path, check_report):
+    rep = report.build([tiny_faulty_sweep, clean_sweep], tmp_path, pipeline.Options(n_boot=50),
                        workers=2)
-    check_report(rep.out, [synth_sweep, clean_sweep])
+    check_report(rep.out, [tiny_faulty_sweep, clean_sweep])
     w = pd.read_csv(rep.tables["winners"])
-    assert set(w["sweep"]) == {synth_sweep.name, clean_sweep.name}
+    assert set(w["sweep"]) == {tiny_faulty_sweep.name, clean_sweep.name}
 
 
 def test_reference_overlay_where_the_cell_exists(tmp_path):
@@ -88,11 +88,11 @@ def test_compare_two_runs(tmp_path):
     assert "gpu=h100/dram=64/policy=fcfs/jps=3" in compare.summary(c)
 
 
-def test_cli_report_and_errors(synth_sweep, tmp_path, capsys):
-    assert cli.main(["report", str(synth_sweep), "--out", str(tmp_path), "--bootstrap", "20",
+def test_cli_report_and_errors(tiny_faulty_sweep, tmp_path, capsys):
+    assert cli.main(["report", str(tiny_faulty_sweep), "--out", str(tmp_path), "--bootstrap", "20",
                      "--jobs", "1", "--window", "0.1", "0.1"]) == 0
     assert capsys.readouterr().out.strip().endswith("report.html")
     index = json.loads((tmp_path / "index.json").read_text())
     assert "first 10%" in index["window"]
     assert cli.main(["report", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
-    assert cli.main(["report", str(synth_sweep), "--window", "0.7", "0.7"]) == 2
+    assert cli.main(["report", str(tiny_faulty_sweep), "--window", "0.7", "0.7"]) == 2
