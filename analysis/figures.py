@@ -44,8 +44,8 @@ def _draw_metric(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: s
     Returns whether something was drawn."""
     sweeps = sorted(cells["sweep"].unique())
     merged = cells.merge(values, on=KEYS, how="left")
-    drawn, slot = False, 0
-    for s, p, rows in plotkit.lines(merged):
+    drawn = False
+    for slot, (s, p, rows) in enumerate(plotkit.lines(merged)):
         rows = rows.sort_values("jps")
         color = style.policy_color(p)
         x = rows["jps"].map(xpos).to_numpy(float)
@@ -65,8 +65,7 @@ def _draw_metric(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: s
                     mec=color, zorder=4)
         for xi, (_, r) in zip(x, rows.iterrows(), strict=True):
             if not r["valid"]:
-                plotkit.mark_invalid(ax, xi, r["state"], color, slot)
-        slot += 1
+                plotkit.mark_invalid(ax, float(xi), r["state"], color, slot)
     return drawn
 
 
@@ -109,10 +108,10 @@ def jct_vs_jps(res: Results, out: Path) -> FigureFile:
         _x_axis(ax, xpos)
         ax.set_title(_panel_title(g, d) + " — Avg JCT vs JPS")
     plotkit.legend(fig, cells, ["ci", *sorted(extras)])
-    sub = _subtitle(res, cells)
-    plotkit.finish(fig, "Average job completion time against load", sub)
+    subtitle = _subtitle(res, cells)
+    plotkit.finish(fig, "Average job completion time against load", subtitle)
     caption = (f"Mean JCT over jobs that finished ok ({res.options.window.describe()}); bars: "
-               f"{res.options.level:.0%} bootstrap CI over jobs. {sub}. Stars: the seed's "
+               f"{res.options.level:.0%} bootstrap CI over jobs. {subtitle}. Stars: the seed's "
                "quoted values where the same cell exists.")
     return plotkit.save(fig, out, "jct_vs_jps", "Avg JCT vs JPS", caption)
 
@@ -157,10 +156,10 @@ def tlast_t1(res: Results, out: Path) -> FigureFile:
         _x_axis(ax, xpos)
         ax.set_title(_panel_title(g, d) + f" — {label}")
     plotkit.legend(fig, cells, sorted(extras))
-    sub = _subtitle(res, cells)
-    plotkit.finish(fig, f"{label}: last-turn over first-turn latency", sub)
+    subtitle = _subtitle(res, cells)
+    plotkit.finish(fig, f"{label}: last-turn over first-turn latency", subtitle)
     caption = (f"Mean latency of the last turn over the first (ok turns, "
-               f"{res.options.window.describe()}); above 1: later turns slower. {sub}. "
+               f"{res.options.window.describe()}); above 1: later turns slower. {subtitle}. "
                "Bars/triangles: the seed's §3.5 ranges/bounds.")
     return plotkit.save(fig, out, "tlast_t1", f"{label} vs JPS", caption)
 
@@ -181,7 +180,7 @@ def why(res: Results, out: Path) -> FigureFile:
     rows = [r for r in WHY_ROWS if any(c in res.why and res.why[c].notna().any() for c in r[0])]
     absent = [r[1].split("\n")[0] for r in WHY_ROWS if r not in rows]
     fig, axs = plotkit.grid(max(len(rows), 1), len(panels), panel_w=3.6, panel_h=2.2,
-                            left=1.25, hgap=0.45)
+                            left=1.25, hgap=0.3, sharex="col")
     extras = {"invalid"} if (~cells["valid"]).any() else set()
     for i, (cols, ylabel, scale, unit) in enumerate(rows):
         for k, (g, d) in enumerate(panels):
@@ -198,11 +197,11 @@ def why(res: Results, out: Path) -> FigureFile:
             if i == 0:
                 ax.set_title(_panel_title(g, d))
     plotkit.legend(fig, cells, sorted(extras))
-    sub = _subtitle(res, cells)
-    plotkit.finish(fig, "Why: cache hits, preemptions, offload traffic, KV usage", sub)
+    subtitle = _subtitle(res, cells)
+    plotkit.finish(fig, "Why: cache hits, preemptions, offload traffic, KV usage", subtitle)
     caption = ("Server counters are increases over the whole cell; the hit rate divides "
                "vllm:prefix_cache_hits by the prompt tokens sent (not by queries). "
-               f"{sub}." + (f" Not reported by these sweeps: {', '.join(absent)}." if absent
+               f"{subtitle}." + (f" Not reported by these sweeps: {', '.join(absent)}." if absent
                             else ""))
     return plotkit.save(fig, out, "why", "Why (per cell)", caption)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis import plotkit, reference, style
 from analysis.load import KEYS
@@ -33,11 +33,13 @@ def drams(res: Results) -> list[int]:
 
 
 def _by_dram(res: Results, out: Path, name: str, title: str, caption: str, ylabel: str,
-             draw: PanelFn, only: int | None) -> list[FigureFile]:
+             draw: PanelFn, only: int | None, sharex: bool = True, xlabel: str = "turn"
+             ) -> list[FigureFile]:
     figs = []
     for dram in drams(res) if only is None else [only]:
         gpus, jpss, cells = _layout(res, dram)
-        fig, axs = plotkit.grid(len(jpss), len(gpus), panel_w=4.4, panel_h=2.5, hgap=0.55)
+        fig, axs = plotkit.grid(len(jpss), len(gpus), panel_w=4.4, panel_h=2.5,
+                                hgap=0.45 if sharex else 0.6, sharex="col" if sharex else False)
         extras: set[str] = {"invalid"} if (~cells["valid"]).any() else set()
         for i, j in enumerate(jpss):
             for k, g in enumerate(gpus):
@@ -52,6 +54,8 @@ def _by_dram(res: Results, out: Path, name: str, title: str, caption: str, ylabe
                 ax.set_title(f"{style.gpu_label(g)} — JPS={style.jps_label(j)}")
                 if k == 0:
                     ax.set_ylabel(ylabel)
+                if i == len(jpss) - 1:
+                    ax.set_xlabel(xlabel)
         plotkit.legend(fig, cells, sorted(extras))
         sub_text = plotkit.n_text(cells, res.options.window.is_all)
         if not res.options.window.is_all:
@@ -62,24 +66,32 @@ def _by_dram(res: Results, out: Path, name: str, title: str, caption: str, ylabe
     return figs
 
 
-def _turn_lines(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: str,
+def by_cell(values: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
+    """values split per cell once per figure (a merge per line costs more than the line)."""
+    return {k: g.sort_values("turn") if "turn" in g else g
+            for k, g in values.groupby(KEYS, sort=False)}
+
+
+def _turn_lines(ax: plt.Axes, cells: pd.DataFrame, values: dict[tuple, pd.DataFrame], col: str,
                 scale: float = 1.0) -> float:
     """Lines per (sweep, policy) of values[col] against the turn; returns the top value."""
     sweeps = sorted(cells["sweep"].unique())
     top, tmax = 0.0, 0
     for s, p, rows in plotkit.lines(cells[cells["valid"]]):
-        v = values.merge(rows[KEYS + ["state"]], on=KEYS).sort_values("turn")
-        if v.empty:
-            continue
-        tmax = max(tmax, int(v["turn"].max()))
-        y = v[col].to_numpy(float) * scale
-        unfinished = bool((v["state"] == "unfinished").any())
-        ax.plot(v["turn"], y, color=style.policy_color(p), marker=style.policy_marker(p),
-                ms=4, ls=plotkit.sweep_style(sweeps, s), mfc="white" if unfinished else None)
-        top = max(top, float(np.nanmax(y)) if np.isfinite(y).any() else 0.0)
+        for r in rows.to_dict("records"):
+            v = values.get(tuple(r[k] for k in KEYS))
+            if v is None or v.empty:
+                continue
+            tmax = max(tmax, int(v["turn"].max()))
+            y = v[col].to_numpy(float) * scale
+            ax.plot(v["turn"], y, color=style.policy_color(p), marker=style.policy_marker(p),
+                    ms=4, ls=plotkit.sweep_style(sweeps, s),
+                    mfc="white" if r["state"] == "unfinished" else None)
+            top = max(top, float(np.nanmax(y)) if np.isfinite(y).any() else 0.0)
     n = _n_turns(cells) or tmax or 8
     ax.set_xticks(range(1, n + 1), [f"T{t}" for t in range(1, n + 1)])
     ax.set_xlim(0.6, n + 0.4)
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
     return top
 
 
@@ -124,9 +136,10 @@ def _seed_turns(ax: plt.Axes, ref: pd.DataFrame, cells: pd.DataFrame, gpu: str, 
 
 def per_turn(res: Results, out: Path, dram: int | None = None) -> list[FigureFile]:
     n_turns = int(res.per_turn["turn"].max()) if len(res.per_turn) else 8
+    values = by_cell(res.per_turn)
 
     def draw(ax: plt.Axes, cells: pd.DataFrame, g: str, d: int, j: float) -> set[str]:
-        top = _turn_lines(ax, cells, res.per_turn, "mean_latency_s")
+        top = _turn_lines(ax, cells, values, "mean_latency_s")
         ax.yaxis.set_major_formatter(FuncFormatter(plotkit.seconds))
         hit = _seed_turns(ax, res.reference, cells, g, d, j, top, n_turns)
         ax.set_ylim(bottom=0)
@@ -142,11 +155,15 @@ def cached_per_turn(res: Results, out: Path, dram: int | None = None) -> list[Fi
     if res.cached_turn["mean_cached_tokens"].notna().sum() == 0:
         return []
 
+    values = by_cell(res.cached_turn)
+
     def draw(ax: plt.Axes, cells: pd.DataFrame, g: str, d: int, j: float) -> set[str]:
-        _turn_lines(ax, cells, res.cached_turn, "mean_cached_tokens")
-        v = res.cached_turn.merge(cells.loc[cells["valid"], KEYS], on=KEYS)
-        prompt = v.groupby("turn")["mean_prompt_tokens"].mean()
-        ax.plot(prompt.index, prompt.to_numpy(), color="#999", ls=":", lw=1)
+        _turn_lines(ax, cells, values, "mean_cached_tokens")
+        ok = [values[k] for k in map(tuple, cells.loc[cells["valid"], KEYS].to_numpy())
+              if k in values]
+        if ok:
+            prompt = pd.concat(ok).groupby("turn")["mean_prompt_tokens"].mean()
+            ax.plot(prompt.index, prompt.to_numpy(), color="#999", ls=":", lw=1)
         ax.set_ylim(bottom=0)
         return set()
 
@@ -169,10 +186,11 @@ def kv_usage(res: Results, out: Path, dram: int | None = None) -> list[FigureFil
                     ax.plot(ts["t_s"], ts["value"] * 100, color=style.policy_color(p), lw=1,
                             ls=plotkit.sweep_style(sweeps, s))
         ax.set_ylim(0, 105)
+        ax.set_yticks([0, 25, 50, 75, 100])
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}%"))
-        ax.set_xlabel("time since the cell's start (s)")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
         return set()
 
     return _by_dram(res, out, "kv_usage", "KV-cache usage over time",
                     "vllm:kv_cache_usage_perc over the cell (bin means).", "KV usage", draw,
-                    dram)
+                    dram, sharex=False, xlabel="time since the cell's start (s)")

@@ -33,8 +33,9 @@ td.yes{color:#1d6b2c} td.no{color:#8a1f1f}
 #figure-status{font-size:.85em;color:#555}
 """
 
-SCRIPT = """window.addEventListener('load',function(){var im=document.querySelectorAll('figure img'),
-ok=0;for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}else{
+SCRIPT = """window.addEventListener('load',function(){
+var im=document.querySelectorAll('figure img'),ok=0;
+for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}else{
 im[i].insertAdjacentHTML('afterend','<p class="warn">figure did not load</p>');}}
 document.documentElement.setAttribute('data-figures-loaded',ok+'/'+im.length);
 document.getElementById('figure-status').textContent='figures loaded: '+ok+'/'+im.length;});"""
@@ -62,6 +63,11 @@ def num(digits: int = 3, unit: str = "") -> Callable[[object], str]:
     def f(v: object) -> str:
         return "—" if isnan(v) else f"{float(v):.{digits}g}{unit}"
     return f
+
+
+def percent(v: object) -> str:
+    """A fraction as percent."""
+    return "—" if isnan(v) else f"{float(v) * 100:.3g}%"  # type: ignore[arg-type]
 
 
 def pct(v: object) -> str:

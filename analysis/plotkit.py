@@ -69,13 +69,18 @@ def gpu_dram_panels(cells: pd.DataFrame) -> list[tuple[str, int]]:
 
 def grid(nrows: int, ncols: int, panel_w: float = 4.2, panel_h: float = 2.9, n: int | None = None,
          left: float = 0.85, bottom: float = 1.15, top: float = 0.95, wgap: float = 0.8,
-         hgap: float = 0.7) -> tuple[plt.Figure, np.ndarray]:
+         hgap: float = 0.7, sharex: bool | str = False) -> tuple[plt.Figure, np.ndarray]:
     """A figure of nrows x ncols panels of fixed size in inches, margins in inches (no
     tight_layout: text extents are costly to measure and the layout is known in advance).
-    Panels past n are hidden."""
+    Panels past n are hidden. With sharex, only the bottom row labels its x ticks (tick
+    labels are most of a panel's drawing time)."""
     width = left + ncols * panel_w + (ncols - 1) * wgap + 0.3
     height = top + nrows * panel_h + (nrows - 1) * hgap + bottom
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False,
+                             sharex=sharex)
+    if sharex:
+        for ax in axes[:-1].ravel():
+            ax.tick_params(labelbottom=False)
     fig.subplots_adjust(left=left / width, right=1 - 0.3 / width, top=1 - top / height,
                         bottom=bottom / height, wspace=wgap / panel_w, hspace=hgap / panel_h)
     for ax in list(axes.ravel())[n if n is not None else nrows * ncols:]:

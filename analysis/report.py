@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,10 +166,8 @@ def _why_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
     for c in ("bytes_offload", "bytes_onload"):
         d[c.replace("bytes", "gb")] = d[c] / 1e9 if c in d else float("nan")
     cols = [Col("cell", "cell", cls="l"), Col("state", "state", cls="l"),
-            Col("prefix_hit_rate", "prefix hit rate", lambda v: page.num(3)(
-                None if page.isnan(v) else float(v) * 100) + ("" if page.isnan(v) else "%")),
-            Col("cached_frac", "cached / prompt tokens", lambda v: page.num(3)(
-                None if page.isnan(v) else float(v) * 100) + ("" if page.isnan(v) else "%")),
+            Col("prefix_hit_rate", "prefix hit rate", page.percent),
+            Col("cached_frac", "cached / prompt tokens", page.percent),
             Col("preemptions", "preemptions", page.num(6)),
             Col("gb_offload", "offload GB", page.num(4)),
             Col("gb_onload", "onload GB", page.num(4)),
@@ -267,20 +266,24 @@ def html(res: pipeline.Results, figs: list[FigureFile]) -> str:
     return page.page(f"kvbench report — {names}", meta, sections, footer)
 
 
-def default_out(paths: list[Path]) -> Path:
-    return Path("reports") / "+".join(p.resolve().name for p in paths)
+def default_out(paths: list[str | Path]) -> Path:
+    return Path("reports") / "+".join(Path(p).resolve().name for p in paths)
 
 
 def build(paths: list[str | Path], out: str | Path | None = None,
           options: pipeline.Options | None = None, workers: int = 1) -> Report:
-    paths = [Path(p) for p in paths]
     out = Path(out) if out else default_out(paths)
     out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     with FigurePool(workers) as pool:
         res = pipeline.compute(paths, options)
+        t1 = time.perf_counter()
         figs = pool.draw_all(res, out)
+    t2 = time.perf_counter()
     written = {name: write_table(df, out, name) for name, df in tables(res).items()}
     page_path = write_text(out / "report.html", html(res, figs))
+    log.info("timings: statistics %.1f s, figures %.1f s (%d workers), tables and page %.1f s",
+             t1 - t0, t2 - t1, workers, time.perf_counter() - t2)
     index = {"report": page_path.name, "sweeps": res.sweeps,
              "window": res.options.window.describe(),
              "figures": [{"name": f.name, "png": f.png.name, "svg": f.svg.name} for f in figs],

@@ -255,10 +255,11 @@ def _metrics_table(spec: SynthSpec, key: CellKey, a: dict[str, np.ndarray]) -> p
         ("vllm:prefix_cache_hits_created", _labels(), np.full(t.size, 1.7e9)),
     ]
     if key[2] in ("lmcache", "native_offload"):
+        name = "vllm:kv_offload_total_bytes_total"
         moved = cum(a["prompt"] * BYTES_PER_TOKEN)
-        series.append(("vllm:kv_offload_total_bytes_total", _labels(transfer_type="GPU_to_CPU"), moved))
+        series.append((name, _labels(transfer_type="GPU_to_CPU"), moved))
         back = cum(a["cached"] * BYTES_PER_TOKEN * 0.5)
-        series.append(("vllm:kv_offload_total_bytes_total", _labels(transfer_type="CPU_to_GPU"), back))
+        series.append((name, _labels(transfer_type="CPU_to_GPU"), back))
     k = len(series)
     return pa.table(
         {

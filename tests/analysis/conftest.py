@@ -56,7 +56,8 @@ def tiny_faulty_sweep(tmp_path_factory) -> Path:
 
 
 def cell_paths(sweep: Path) -> list[str]:
-    return sorted(p.relative_to(sweep).as_posix() for p in sweep.glob("gpu=*/dram=*/policy=*/jps=*"))
+    return sorted(p.relative_to(sweep).as_posix()
+                  for p in sweep.glob("gpu=*/dram=*/policy=*/jps=*"))
 
 
 def _check_report(out: Path, sweeps: list[Path]) -> str:

@@ -28,7 +28,7 @@ def test_load_several_sweeps_keeps_them_apart(synth_sweep, clean_sweep):
     assert set(d.cells["sweep"]) == {synth_sweep.name, clean_sweep.name}
     assert set(d.metrics["name"]) == {"vllm:kv_cache_usage_perc"}
     per = d.jobs.groupby("sweep").size()
-    assert per[clean_sweep.name] == 1 * 1 * 3 * 3 * 12
+    assert per[clean_sweep.name] == 1 * 1 * 3 * 2 * 12  # 1 GPU, 1 DRAM, 3 policies, 2 JPS
 
 
 def test_states_of_faulty_cells(synth_sweep):

@@ -13,7 +13,10 @@ B = ("h100", 400, "lmcache", 3.0)
 C = ("h100", 400, "continuum", 3.0)
 
 
-def _samples(jobs: pd.DataFrame, cells: pd.DataFrame, window: Window = Window()):
+ALL = Window()
+
+
+def _samples(jobs: pd.DataFrame, cells: pd.DataFrame, window: Window = ALL):
     return stats.job_samples(stats.window_jobs(jobs, window), cells[cells["valid"]])
 
 
