@@ -24,7 +24,7 @@ figcaption{font-size:.88em;color:#444;max-width:1100px}
 table{border-collapse:collapse;font-size:.82em;margin:.6em 0 1.2em}
 th,td{border:1px solid #ddd;padding:.22em .5em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;position:sticky;top:0} td.l,th.l{text-align:left}
-td.wrap{white-space:normal;min-width:18em;text-align:left}
+td.wrap{white-space:normal;min-width:18em;text-align:left} th.wrap{text-align:left}
 tr.invalid td{background:#fbeaea;color:#8a1f1f} tr.provisional td{background:#fff8dc}
 td.bad{color:#8a1f1f;font-weight:600} td.tie{color:#8a6d00;font-weight:600}
 td.yes{color:#1d6b2c} td.no{color:#8a1f1f}

@@ -142,22 +142,18 @@ def _winner_table(res: pipeline.Results) -> str:
                   zip(w["gpu"], w["dram"], w["jps"], strict=True)]
     w["seed"] = [seed.get((s, g), "") for s, g in zip(w["sweep"], w["group"], strict=True)]
     w["winner_l"] = [style.policy_label(p) if isinstance(p, str) else "—" for p in w["winner"]]
-    w["runner_l"] = [style.policy_label(p) if isinstance(p, str) else "—"
-                     for p in w["runner_up"]]
-    w["margin"] = [page.pct(p) + " " + page.ci(lo, hi, "%") for p, lo, hi in
-                   zip(w["pct_vs_runner_up"], w["ci_lo"], w["ci_hi"], strict=True)]
-    w["vsref"] = [page.pct(p) + " " + page.ci(lo, hi, "%") for p, lo, hi in
-                  zip(w[f"pct_vs_{ref}"], w[f"{ref}_ci_lo"], w[f"{ref}_ci_hi"], strict=True)]
+    w["vsref"] = [(page.pct(p) + " " + page.ci(lo, hi, "%")) if not page.isnan(p)
+                  else ("(is the winner)" if win == ref else "—") for p, lo, hi, win in
+                  zip(w[f"pct_vs_{ref}"], w[f"{ref}_ci_lo"], w[f"{ref}_ci_hi"], w["winner"],
+                      strict=True)]
     w["tie_t"] = ["TIE" if t else "" for t in w["tie"]]
     cols = [Col("sweep", "sweep", cls="l"), Col("group", "GPU / DRAM / JPS", cls="l"),
             Col("n_jobs", "N used"), Col("winner_l", "winner", cls="l"),
             Col("winner_jct_s", "mean JCT", page.num(4, " s")),
-            Col("runner_l", "runner-up", cls="l"),
-            Col("runner_up_jct_s", "mean JCT", page.num(4, " s")),
-            Col("margin", "winner vs runner-up [CI]"), Col("tie_t", "tie?", cls="tie"),
+            Col("verdict", "winner vs runner-up [CI]", cls="l"), Col("tie_t", "tie?", cls="tie"),
             Col("vsref", f"winner vs {style.policy_label(ref)} [CI]"),
-            Col("invalid", "invalid cells", cls="wrap"), Col("verdict", "verdict", cls="wrap"),
-            Col("seed", "seed says", cls="wrap")]
+            Col("runner_up_jct_s", "runner-up JCT", page.num(4, " s")),
+            Col("invalid", "invalid cells", cls="wrap"), Col("seed", "seed says", cls="wrap")]
     return page.table(w, cols, lambda r: "provisional" if r["invalid"] else "", "table-winners")
 
 
