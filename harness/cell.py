@@ -102,40 +102,122 @@ def _cell_log(path: Path):
 
 def run_cell(cfg, cell_dir: str | Path) -> dict:
     """Run one cell into ``cell_dir``; return its manifest. Raises CellFailed if it failed."""
-    cell_dir = Path(cell_dir)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    if is_done(cell_dir):
-        log.info("cell %s is complete; skipped", cell_dir)
-        return {"status": "skipped"}
-    attempt = archive_previous(cell_dir)
-    with _cell_log(cell_dir / "client.log"), _signals_raise():
-        return _run(cfg, cell_dir, attempt)
+    return run_cells([cfg], [cell_dir])[0]
 
 
-def _run(cfg, cell_dir: Path, attempt: int) -> dict:
+def run_cells(cfgs: list, cell_dirs: list) -> list[dict]:
+    """Run cells that differ only in JPS on one server, one after another.
+
+    With more than one cell to run, the server is shared: before each cell after the first,
+    the engine is drained and its prefix cache reset (``/reset_prefix_cache`` with
+    ``reset_external``, so offload tiers are emptied too), and the manifest records it. The
+    server's log is cut per cell; its working folder (policy files, plugin snapshots) is
+    ``_server/`` beside the cells.
+    """
+    dirs = [Path(d) for d in cell_dirs]
+    todo = [(c, d) for c, d in zip(cfgs, dirs, strict=True) if not is_done(d)]
+    out = [{"status": "skipped"} for _ in dirs]
+    if not todo:
+        log.info("cells complete; skipped: %s", ", ".join(map(str, dirs)))
+        return out
+    for _, d in todo:
+        d.mkdir(parents=True, exist_ok=True)
+    attempts = {d: archive_previous(d) for _, d in todo}
+    shared = len(todo) > 1
+    workdir = todo[0][1].parent / "_server" if shared else todo[0][1]
+    workdir.mkdir(parents=True, exist_ok=True)
+    with _signals_raise():
+        server = Server(todo[0][0], workdir / "server.log", dev_mode=shared)
+        mans = [_man_start(c, d, attempts[d], server, shared) for c, d in todo]
+        why = "not run: an earlier cell of its server failed"
+        try:
+            try:
+                with _cell_log(todo[0][1] / "client.log"):
+                    server.__enter__()
+            except BaseException as e:
+                why = _clip(f"{type(e).__name__}: {e}")
+                if isinstance(e, KvbenchError):
+                    raise CellFailed(f"cell {todo[0][1]} failed: {why}") from e
+                raise
+            for k, ((cfg, d), man) in enumerate(zip(todo, mans, strict=True)):
+                with _cell_log(d / "client.log"):
+                    if k:
+                        man["server"]["cache_reset"] = asyncio.run(reset_between_cells(server))
+                    _measure(cfg, d, man, server, workdir)
+                out[dirs.index(d)] = man
+        finally:
+            server.stop()
+            for man, (_, d) in zip(mans, todo, strict=True):
+                if man["status"] == "running":  # never measured: the server failed first
+                    man["status"], man["error"] = "failed", why
+                    _finish(d, man, None, MetricRows(), done=False)
+    return out
+
+
+def _man_start(cfg, cell_dir: Path, attempt: int, server: Server, shared: bool) -> dict:
     man = _manifest_head(cfg, attempt)
+    man["server"] = {"argv": server.command.argv, "env": redact_env(server.command.env),
+                     "shared": shared, "workdir": str(server.workdir)}  # fmt: skip
+    records.write_json(man, cell_dir / "manifest.json")
+    return man
+
+
+def _measure(cfg, cell_dir: Path, man: dict, server: Server, workdir: Path) -> None:
     wl = load_workload(cfg)
     man["workload"] = {**OmegaConf.to_container(cfg.workload, resolve=True), **wl.summary()}
-    records.write_json(man, cell_dir / "manifest.json")
     res: ClientResult | None = None
     metrics = MetricRows()
-    server = Server(cfg, cell_dir / "server.log")
-    man["server"] = {"argv": server.command.argv, "env": redact_env(server.command.env)}
+    log_from = server.log_size()
     try:
-        with server:
-            man["times"]["server_ready_unix"] = time.time()
-            res = asyncio.run(_drive(cfg, server, wl, cell_dir, metrics))
-            if not server.alive():
-                raise CellFailed(f"server exited (code {server.proc.returncode}) during the cell")
+        man["times"]["server_ready_unix"] = time.time()
+        res = asyncio.run(_drive(cfg, server, wl, cell_dir, metrics))
+        if not server.alive():
+            raise CellFailed(f"server exited (code {server.proc.returncode}) during the cell")
         man["status"] = "ok"
     except BaseException as e:
         man["status"], man["error"] = "failed", _clip(f"{type(e).__name__}: {e}")
-        _finish(cfg, cell_dir, man, res, metrics, done=False)
+        _keep_server_files(server, workdir, cell_dir, log_from)
+        _finish(cell_dir, man, res, metrics, done=False)
         if isinstance(e, KvbenchError):
             raise CellFailed(f"cell {cell_dir} failed: {man['error']}") from e
         raise
-    _finish(cfg, cell_dir, man, res, metrics, done=True)
-    return man
+    _keep_server_files(server, workdir, cell_dir, log_from)
+    _finish(cell_dir, man, res, metrics, done=True)
+
+
+def _keep_server_files(server: Server, workdir: Path, cell_dir: Path, log_from: int) -> None:
+    """The cell's slice of the server log, and the plugins' stats snapshots, into the cell."""
+    if workdir == cell_dir:
+        return
+    records.write_text(server.log_since(log_from), cell_dir / "server.log")
+    for f in workdir.glob("*.json"):
+        records.write_text(f.read_text(), cell_dir / f.name)
+
+
+async def reset_between_cells(server: Server, timeout_s: float = 300) -> dict:
+    """Wait until the engine is idle, then reset its prefix cache (twice: a plugin holding
+    pins makes the first reset fail, see docs/policies/continuum_ttl.md)."""
+    import httpx
+
+    from harness.metrics import parse, scrape_once
+
+    t0 = time.monotonic()
+    async with httpx.AsyncClient(timeout=30) as http:
+        while time.monotonic() - t0 < timeout_s:
+            m = parse(await scrape_once(http, server.url))
+            busy = sum(v for (n, _), v in m.items() if n in ("vllm:num_requests_running", "vllm:num_requests_waiting"))
+            if busy == 0:
+                break
+            await asyncio.sleep(0.5)
+        codes = []
+        for _ in range(2):
+            r = await http.post(f"{server.url}/reset_prefix_cache", params={"reset_external": "true"},
+                                headers={"Authorization": f"Bearer {server.api_key}"})  # fmt: skip
+            codes.append(r.status_code)
+    ok = codes[-1] == 200
+    if not ok:
+        raise CellFailed(f"prefix-cache reset between cells failed (HTTP {codes}); the server must run with VLLM_SERVER_DEV_MODE=1")
+    return {"ok": ok, "http": codes, "idle_wait_s": round(time.monotonic() - t0, 3)}
 
 
 def _clip(text: str, limit: int = 4000) -> str:
@@ -198,11 +280,11 @@ async def _watch(server: Server, client: AgentClient) -> None:
     client.abort(f"server exited (code {code}) during the cell")
 
 
-def _finish(cfg, cell_dir: Path, man: dict, res: ClientResult | None, metrics: MetricRows, done: bool):
+def _finish(cell_dir: Path, man: dict, res: ClientResult | None, metrics: MetricRows, done: bool):
     if res is not None:
         records.write_table(records.turn_rows(res.turns), records.TURNS, cell_dir / "turns.parquet")
         records.write_table(records.job_rows(res.jobs), records.JOBS, cell_dir / "jobs.parquet")
-        man["client"] = _client_summary(cfg, res)
+        man["client"] = _client_summary(man["config"]["workload"]["max_lag_s"], res)
     records.write_table(metrics.__dict__, records.METRICS, cell_dir / "metrics.parquet")
     man["times"]["end_utc"] = datetime.now(UTC).isoformat()
     man["times"]["wall_s"] = time.time() - man["times"]["start_unix"]
@@ -212,7 +294,7 @@ def _finish(cfg, cell_dir: Path, man: dict, res: ClientResult | None, metrics: M
         records.write_text(datetime.now(UTC).isoformat() + "\n", cell_dir / DONE)
 
 
-def _client_summary(cfg, res: ClientResult) -> dict:
+def _client_summary(max_lag_s: float, res: ClientResult) -> dict:
     lags = np.array([j.start_s - j.arrival_s for j in res.jobs if j.start_s is not None])
     ok = sum(j.status == "ok" for j in res.jobs)
     p99 = float(np.percentile(lags, 99)) if lags.size else None
@@ -226,6 +308,6 @@ def _client_summary(cfg, res: ClientResult) -> dict:
         "lag_p50_s": float(np.percentile(lags, 50)) if lags.size else None,
         "lag_p99_s": p99,
         "lag_max_s": float(lags.max()) if lags.size else None,
-        "lag_limit_s": cfg.workload.max_lag_s,
-        "lag_flag": bool(p99 is not None and p99 > cfg.workload.max_lag_s),
+        "lag_limit_s": max_lag_s,
+        "lag_flag": bool(p99 is not None and p99 > max_lag_s),
     }

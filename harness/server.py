@@ -118,13 +118,16 @@ def _log_tail(path: Path, n: int = 12, width: int = 300) -> str:
 class Server:
     """Context manager: ``with Server(cfg, log_path) as srv: srv.url, srv.api_key``."""
 
-    def __init__(self, cfg, log_path: Path, host: str | None = None) -> None:
+    def __init__(self, cfg, log_path: Path, host: str | None = None, dev_mode: bool = False) -> None:
         self.cfg = cfg
         self.host = host or cfg.host
         self.port = free_port(self.host)
         self.api_key = secrets.token_urlsafe(24)
         self.log_path = Path(log_path)
         self.command = build_command(cfg, self.host, self.port)
+        if dev_mode:  # enables POST /reset_prefix_cache, used between cells sharing a server
+            self.command.env["VLLM_SERVER_DEV_MODE"] = "1"
+        self.workdir = self.log_path.parent
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -161,6 +164,17 @@ class Server:
             preexec_fn=_die_with_parent,
         )
         logf.close()
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -31,27 +31,25 @@ def run_serially(p, todo, console: Console) -> list:
     with Progress(*cols, console=console, transient=False) as prog:
         cells_bar = prog.add_task("cells", total=len(todo))
         jobs_bar = prog.add_task("jobs of the current cell", total=None)
-        for cell in todo:
-            cfg, cell_dir = p.configs[cell], p.cell_dir(cell)
-            prog.update(jobs_bar, description=f"jobs of {cell.rel_dir}", completed=0, total=None)
+        for group in submit.server_groups([(c, p.configs[c], p.cell_dir(c)) for c in todo]):
+            cfg = group[0][1]
             ex = submit.local_executor(p.sweep.path, cfg)
-            job = ex.submit(submit.CellJob(int(cfg.cluster.max_requeue)), OmegaConf.to_yaml(cfg), str(cell_dir))
-            p.sweep.add_submission({"time": time.time(), "executor": "local", "jobs": [{"cell": cell.rel_dir, "job_id": job.job_id}]})
+            job = ex.submit(submit.CellJob(int(cfg.cluster.max_requeue)), *submit.job_args(group))
+            p.sweep.add_submission({"time": time.time(), "executor": "local",
+                                    "jobs": [{"cell": c.rel_dir, "job_id": job.job_id} for c, _, _ in group]})  # fmt: skip
             try:
-                while not job.done():
-                    got = _jobs_progress(cell_dir)
-                    if got:
-                        prog.update(jobs_bar, completed=got[0], total=got[1])
-                    time.sleep(1)
+                _follow(job, group, prog, cells_bar, jobs_bar)
                 job.result()
             except KeyboardInterrupt:
                 job.cancel()  # SIGINT to the cell: it stops its server before exiting
                 _wait_gone(job)
                 raise
             except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
-                failed.append(cell)
-                console.print(f"[red]cell {cell.rel_dir} failed[/]: {_why(cell_dir, e)}", highlight=False)
-            prog.advance(cells_bar)
+                bad = [c for c, _, d in group if not (d / "DONE").exists()]
+                failed += bad
+                console.print(f"[red]{len(bad)} cell(s) failed[/] ({', '.join(c.rel_dir for c in bad)}): "
+                              f"{_why(next((d for c, _, d in group if c in bad), group[0][2]), e)}", highlight=False)  # fmt: skip
+            prog.update(cells_bar, completed=sum((d / "DONE").exists() or c in failed for c, _, d in _all(p, todo)))
     return failed
 
 
@@ -62,6 +60,27 @@ def _why(cell_dir, exc: Exception) -> str:
         err = None
     lines = (err or str(exc)).strip().splitlines() or ["?"]
     return "\n".join(lines[:1] + lines[-12:]) if len(lines) > 1 else lines[0]
+
+
+def _all(p, todo):
+    return [(c, p.configs[c], p.cell_dir(c)) for c in todo]
+
+
+def _follow(job, group, prog, cells_bar, jobs_bar) -> None:
+    """Update the bars from the running cell's progress.json until the job ends."""
+    done_before = int(prog.tasks[cells_bar].completed)
+    while not job.done():
+        finished = 0
+        for cell, _, d in group:
+            if (d / "DONE").exists():
+                finished += 1
+                continue
+            got = _jobs_progress(d)
+            if got:
+                prog.update(jobs_bar, description=f"jobs of {cell.rel_dir}", completed=got[0], total=got[1])
+            break
+        prog.update(cells_bar, completed=done_before + finished)
+        time.sleep(1)
 
 
 def _wait_gone(job, timeout_s: float = 60) -> None:

@@ -128,6 +128,10 @@ class ClusterConf:
     setup: list[str] = field(default_factory=list)  # shell lines run before each cell
     slurm_extra: dict[str, Any] = field(default_factory=dict)  # more sbatch options
     gpus_available: int | None = None  # local: GPUs the machine has (None: detect)
+    # Run the JPS levels of one gpu/dram/policy on one server, one after another, draining
+    # the engine and resetting its prefix cache between cells (recorded in each manifest).
+    # Saves a server start (1-2 min) per cell; off where cells should run in parallel.
+    share_server: bool = False
 
 
 @dataclass

@@ -24,25 +24,40 @@ log = logging.getLogger(__name__)
 
 
 class CellJob(submitit.helpers.Checkpointable):
-    """What a scheduler runs: one cell. Picklable; the config travels as YAML text."""
+    """What a scheduler runs: the cells of one server (one cell, or the JPS levels of one
+    gpu/dram/policy when ``cluster.share_server``). Picklable; configs travel as YAML text."""
 
     def __init__(self, max_requeue: int = 3) -> None:
         self.max_requeue = max_requeue
 
-    def __call__(self, cfg_yaml: str, cell_dir: str) -> dict:
-        from harness.cell import run_cell  # imported on the node
+    def __call__(self, cfg_yamls: list[str], cell_dirs: list[str]) -> list[dict]:
+        from harness.cell import run_cells  # imported on the node
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        man = run_cell(OmegaConf.create(cfg_yaml), Path(cell_dir))
-        return {"cell_dir": cell_dir, "status": man.get("status")}
+        mans = run_cells([OmegaConf.create(y) for y in cfg_yamls], [Path(d) for d in cell_dirs])
+        return [{"cell_dir": d, "status": m.get("status")} for d, m in zip(cell_dirs, mans, strict=True)]
 
-    def checkpoint(self, cfg_yaml: str, cell_dir: str):  # type: ignore[override]
-        attempts = len(list((Path(cell_dir) / "_attempts").glob("*")))
+    def checkpoint(self, cfg_yamls: list[str], cell_dirs: list[str]):  # type: ignore[override]
+        attempts = max(len(list((Path(d) / "_attempts").glob("*"))) for d in cell_dirs)
         if attempts >= self.max_requeue:
-            log.warning("cell %s: %d attempts already; not requeued", cell_dir, attempts)
+            log.warning("cells %s: %d attempts already; not requeued", cell_dirs, attempts)
             return None
-        log.warning("cell %s: requeued (attempt %d of at most %d)", cell_dir, attempts + 1, self.max_requeue + 1)
-        return submitit.helpers.DelayedSubmission(CellJob(self.max_requeue), cfg_yaml, cell_dir)
+        log.warning("cells %s: requeued (attempt %d of at most %d)", cell_dirs, attempts + 1, self.max_requeue + 1)
+        return submitit.helpers.DelayedSubmission(CellJob(self.max_requeue), cfg_yamls, cell_dirs)
+
+
+def server_groups(items: list[tuple[Cell, DictConfig, Path]]) -> list[list[tuple[Cell, DictConfig, Path]]]:
+    """Cells that one job runs: all JPS levels of a gpu/dram/policy if the cluster shares
+    servers, else one cell each."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for cell, cfg, d in items:
+        key = (cell.gpu, cell.dram, cell.policy) if cfg.cluster.share_server else (cell,)
+        groups[key].append((cell, cfg, d))
+    return [sorted(g, key=lambda x: x[0].jps) for g in groups.values()]
+
+
+def job_args(group) -> tuple[list[str], list[str]]:
+    return [OmegaConf.to_yaml(cfg) for _, cfg, _ in group], [str(d) for _, _, d in group]
 
 
 def resources(cfg: DictConfig) -> dict:
@@ -76,19 +91,19 @@ def slurm_executor(folder: Path, cfg: DictConfig, params: dict, name: str) -> su
 
 def submit_slurm(sweep_path: Path, items: list[tuple[Cell, DictConfig, Path]]) -> list[dict]:
     """One array per resource group; returns [{cell, job_id}] for the sweep manifest."""
-    groups: dict[str, list] = defaultdict(list)
-    for cell, cfg, cell_dir in items:
-        groups[group_key(resources(cfg))].append((cell, cfg, cell_dir))
+    arrays: dict[str, list] = defaultdict(list)
+    for group in server_groups(items):
+        arrays[group_key(resources(group[0][1]))].append(group)
     out = []
-    for members in groups.values():
-        cfg0 = members[0][1]
+    for groups in arrays.values():
+        cfg0 = groups[0][0][1]
         ex = slurm_executor(sweep_path / "_submitit", cfg0, resources(cfg0), f"kvbench-{cfg0.experiment.name}")
         job_fn = CellJob(int(cfg0.cluster.max_requeue))
         with ex.batch():
-            jobs = [ex.submit(job_fn, OmegaConf.to_yaml(cfg), str(d)) for _, cfg, d in members]
-        for (cell, _, _), job in zip(members, jobs, strict=True):
-            out.append({"cell": cell.rel_dir, "job_id": job.job_id})
-        log.info("submitted %d cells as array %s", len(jobs), jobs[0].job_id.split("_")[0])
+            jobs = [ex.submit(job_fn, *job_args(g)) for g in groups]
+        for group, job in zip(groups, jobs, strict=True):
+            out += [{"cell": cell.rel_dir, "job_id": job.job_id} for cell, _, _ in group]
+        log.info("submitted %d jobs as array %s", len(jobs), jobs[0].job_id.split("_")[0])
     return out
 
 
@@ -109,4 +124,4 @@ def sbatch_preview(sweep_path: Path, cfg: DictConfig, n_cells: int) -> str:
         folder=sweep_path / "_submitit",
         map_count=n_cells,
         **params,
-    )
+    )  # the time limit covers every cell of a shared server: see ClusterConf.time_min

@@ -40,7 +40,7 @@ def wait_cells(sweep: Path, pred, timeout_s: float, what: str):
 
 def test_sweep_on_slurm_array_with_requeue(cluster, tmp_path):
     t0 = time.monotonic()
-    r = run_launch("sweep", "cluster=ci", f"results_dir={tmp_path}", "jps=[1,2,3,4]",
+    r = run_launch("sweep", "cluster=ci", f"results_dir={tmp_path}", "jps=[1,2]", "policy=[fcfs,continuum_ttl]",
                    "workload.n_jobs=4", "experiment.name=slurm_smoke", timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert "submitted 4 cells as 1 job array(s)" in r.stdout
@@ -49,6 +49,7 @@ def test_sweep_on_slurm_array_with_requeue(cluster, tmp_path):
     meta = json.loads((sweep / "sweep.json").read_text())
     jobs = meta["submissions"][-1]["jobs"]
     assert len({j["job_id"].split("_")[0] for j in jobs}) == 1, "one sbatch for the whole array"
+    assert len({j["job_id"] for j in jobs}) == 2, "one array task per server (JPS levels share it)"
 
     # Pre-empt the first cell once it runs: submitit checkpoints and requeues it.
     rows = wait_cells(sweep, lambda rs: any(r["state"] == "running" and r["detail"] for r in rs), 600, "a running cell")
