@@ -125,8 +125,10 @@ def _report(sweep: Path) -> None:
     except ImportError as e:
         console.print(f"(no report: {e})")
         return
-    out = build_report([sweep], sweep / "report")
-    console.print(f"report: {out}")
+    from launch.compose import REPO_ROOT
+
+    out = build_report([sweep], REPO_ROOT / "reports" / sweep.name)
+    console.print(f"report: {out}", highlight=False)
 
 
 def cmd_cell(overrides: list[str]) -> int:
