@@ -93,3 +93,21 @@ def test_workload_file_roundtrip(tmp_path, suffix):
     back = io.load(io.save(w, tmp_path / f"w{suffix}"))
     assert back.digest() == w.digest()
     assert back.jps == 2.0 and back.seed == 42
+
+
+def test_same_jobs_for_every_policy_and_engine(tmp_path):
+    """The cell's workload is built from its composed config: policy and engine do not enter."""
+    from harness.cell import load_workload
+    from launch import plan
+
+    p = plan.make([f"results_dir={tmp_path}", "cluster=pace", "gpu=h100", "dram=400",
+                   "policy=[fcfs,lmcache,continuum_ttl]", "jps=3"], today="20260101")  # fmt: skip
+    digests = {load_workload(cfg).digest() for cfg in p.configs.values()}
+    assert len(digests) == 1
+    cpu = plan.make([f"results_dir={tmp_path}", "workload=agent8", "jps=3"], today="20260101")
+    (cfg,) = cpu.configs.values()
+    gpu_cfg = next(iter(p.configs.values()))
+    assert cfg.model.vocab_size != gpu_cfg.model.vocab_size  # the tiny model's vocabulary is smaller
+    same_vocab = cfg.copy()
+    same_vocab.model.vocab_size, same_vocab.model.first_token_id = gpu_cfg.model.vocab_size, gpu_cfg.model.first_token_id
+    assert load_workload(same_vocab).digest() in digests
