@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing as mp
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -265,15 +266,29 @@ def _warm() -> None:
     """Runs in a worker so that its imports happen while the parent computes."""
 
 
+FORK_SAFE_THREADS = 3  # the main thread plus the idle ones numpy and pyarrow start at import
+
+
+def _threads() -> int:
+    """Native threads of this process (pyarrow's pools are invisible to `threading`)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2
+
+
 class FigurePool:
-    """Draws the figures, in `workers` processes (spawned: no fork of a process that has
-    pyarrow threads) or in this one when workers <= 1. Start it early: the workers import
-    matplotlib while the statistics are computed."""
+    """Draws the figures, in `workers` processes or in this one when workers <= 1. Start it
+    before reading the sweep: a process that is still single-threaded is forked (the workers
+    then start at once with everything imported); one that already runs threads (pyarrow's
+    pools) spawns fresh workers instead, which import matplotlib while the parent computes."""
 
     def __init__(self, workers: int = 1) -> None:
         self.ex: ProcessPoolExecutor | None = None
         if workers > 1:
-            self.ex = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+            method = "fork" if _threads() <= FORK_SAFE_THREADS else "spawn"
+            log.debug("figure workers: %d, started by %s", workers, method)
+            self.ex = ProcessPoolExecutor(workers, mp_context=mp.get_context(method))
             for _ in range(workers):
                 self.ex.submit(_warm)
 

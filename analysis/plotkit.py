@@ -26,6 +26,7 @@ plt.rcParams.update({
     "font.size": 9,
     "axes.titlesize": 10,
     "axes.grid": True,
+    "axes.grid.axis": "y",  # x is categorical (JPS, turn); fewer lines to draw
     "grid.alpha": 0.3,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -49,8 +50,10 @@ def save(fig: plt.Figure, out: Path, name: str, title: str, caption: str) -> Fig
     for ext in ("png", "svg"):
         final = out / f"{name}.{ext}"
         tmp = out / f".{name}.tmp.{ext}"
-        fig.savefig(tmp, dpi=DPI, format=ext,
-                    metadata={"Date": None} if ext == "svg" else None)
+        if ext == "png":  # fast zlib level: encoding was a tenth of the drawing time
+            fig.savefig(tmp, dpi=DPI, format=ext, pil_kwargs={"compress_level": 1})
+        else:
+            fig.savefig(tmp, format=ext, metadata={"Date": None})
         os.replace(tmp, final)
         paths[ext] = final
     plt.close(fig)
