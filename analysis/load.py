@@ -95,6 +95,7 @@ def _cell_row(sweep: str, root: Path, folder: Path) -> dict[str, Any]:
         has_manifest=bool(manifest),
         manifest_error=manifest_error,
         manifest_status=_get(manifest, "status"),
+        failure=_get(manifest, "error"),
         lag_flag=_get(manifest, "client", "lag_flag"),
         lag_p50_s=_get(manifest, "client", "lag_p50_s"),
         lag_p99_s=_get(manifest, "client", "lag_p99_s"),

@@ -280,6 +280,7 @@ def _manifest(spec: SynthSpec, key: CellKey, a: dict[str, np.ndarray], fault: st
         "cell": {"gpu": g, "dram": d, "policy": p, "jps": j},
         "workload": {"n_jobs": spec.n_jobs, "n_turns": spec.n_turns, "seed": spec.seed},
         "status": "failed" if fault == "failed" else "ok",
+        **({"error": "server died (synthetic)"} if fault == "failed" else {}),
         "client": {
             "lag_p50_s": float(np.median(lag)),
             "lag_p99_s": 0.9 if lag_flag else float(np.quantile(lag, 0.99)),
@@ -308,7 +309,7 @@ def write_cell(spec: SynthSpec, sweep: Path, key: CellKey, rng: np.random.Genera
     _write_parquet(_jobs_table(spec, a, failed), out / "jobs.parquet")
     if fault != "no_metrics":
         _write_parquet(_metrics_table(spec, key, a), out / "metrics.parquet")
-    if fault != "unfinished":
+    if fault not in ("unfinished", "failed"):  # only ok cells get DONE (docs/records.md)
         (out / "DONE").write_text("ok\n")
 
 

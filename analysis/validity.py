@@ -90,6 +90,8 @@ def assess(cells: pd.DataFrame, jobs: pd.DataFrame, turns: pd.DataFrame,
 
 def _note(r: pd.Series) -> str:
     parts = [STATE_TEXT[r["state"]]]
+    if r["state"] == "failed" and isinstance(r.get("failure"), str) and r["failure"]:
+        parts.append(r["failure"][:200])
     if r["folder"] and r["jobs_rows"]:
         parts.append(f"{r['jobs_ok']}/{r['jobs_started']} jobs ok (spec {r['jobs_expected']})")
     if r.get("turn_errors"):

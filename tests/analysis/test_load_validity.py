@@ -45,6 +45,7 @@ def test_states_of_faulty_cells(synth_sweep):
     jf = c.loc[("h100", 64, "fcfs", 3.0)]
     assert jf["jobs_ok"] < jf["jobs_started"] == 12 and jf["turn_errors"] > 0
     assert "jobs ok" in jf["note"]
+    assert "server died" in c.loc[("h200", 64, "continuum", 3.0), "note"]
 
 
 def test_max_failed_frac_lets_a_few_failures_through(synth_sweep):
