@@ -219,7 +219,8 @@ def load(paths: list[str | Path], metric_names: list[str] | None = None) -> Swee
     """Read sweeps; metrics are limited to metric_names when given (pushed into the scan)."""
     roots = [Path(p) for p in paths]
     frames: dict[str, list[pd.DataFrame]] = {"cells": [], "turns": [], "jobs": [], "metrics": []}
-    sweeps, missing = [], {}
+    sweeps: list[dict[str, Any]] = []
+    missing: dict[str, list[str]] = {}
     mfilter = ds.field("name").isin(metric_names) if metric_names else None
     for root, name in zip(roots, _names(roots), strict=True):
         cells, meta = discover(root, name)

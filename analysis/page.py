@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -59,22 +60,22 @@ def isnan(v: object) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
 
-def num(digits: int = 3, unit: str = "") -> Callable[[object], str]:
-    def f(v: object) -> str:
+def num(digits: int = 3, unit: str = "") -> Callable[[Any], str]:
+    def f(v: Any) -> str:
         return "—" if isnan(v) else f"{float(v):.{digits}g}{unit}"
     return f
 
 
-def percent(v: object) -> str:
+def percent(v: Any) -> str:
     """A fraction as percent."""
-    return "—" if isnan(v) else f"{float(v) * 100:.3g}%"  # type: ignore[arg-type]
+    return "—" if isnan(v) else f"{float(v) * 100:.3g}%"
 
 
-def pct(v: object) -> str:
+def pct(v: Any) -> str:
     return "—" if isnan(v) else f"{float(v):+.1f}%"
 
 
-def ci(lo: object, hi: object, unit: str = "") -> str:
+def ci(lo: Any, hi: Any, unit: str = "") -> str:
     return "—" if isnan(lo) or isnan(hi) else f"[{float(lo):.3g}, {float(hi):.3g}]{unit}"
 
 

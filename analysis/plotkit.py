@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -91,7 +92,7 @@ def grid(nrows: int, ncols: int, panel_w: float = 4.2, panel_h: float = 2.9, n: 
     return fig, axes
 
 
-def wrap_grid(n: int, **kw: float) -> tuple[plt.Figure, list[plt.Axes]]:
+def wrap_grid(n: int, **kw: Any) -> tuple[plt.Figure, list[plt.Axes]]:
     ncols = max(1, min(wrap_cols(n), n))
     fig, axes = grid(math.ceil(n / ncols), ncols, n=n, **kw)
     return fig, list(axes.ravel())[:n]

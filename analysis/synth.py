@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
@@ -201,10 +202,13 @@ def _turns_table(spec: SynthSpec, a: dict[str, np.ndarray], failed: np.ndarray) 
         "tool_s": a["tool"].ravel(),
         "retries": np.zeros(n * T),
         "status": status.ravel(),
-        "error": np.where(status == "error", "server disconnected", None).ravel(),
+        "error": np.where(status == "error", "server disconnected", "").ravel(),
     }
     arrays = [pa.array(cols[f.name], type=f.type, from_pandas=True) for f in TURNS_SCHEMA]
-    return pa.Table.from_arrays(arrays, schema=TURNS_SCHEMA)
+    table = pa.Table.from_arrays(arrays, schema=TURNS_SCHEMA)
+    error = table["error"]  # null when ok (docs/records.md)
+    return table.set_column(TURNS_SCHEMA.get_field_index("error"), "error",
+                            pc.if_else(pc.equal(error, ""), pa.scalar(None, pa.string()), error))
 
 
 def _jobs_table(spec: SynthSpec, a: dict[str, np.ndarray], failed: np.ndarray) -> pa.Table:
