@@ -66,7 +66,8 @@ def _draw_metric(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: s
                     mec=color, zorder=4)
         for xi, (_, r) in zip(x, rows.iterrows(), strict=True):
             if not r["valid"]:
-                plotkit.mark_invalid(ax, float(xi), r["state"], color, slot)
+                plotkit.mark_invalid(ax, float(xi), r["state"], color, slot,
+                                     s if len(sweeps) > 1 else "")
     return drawn
 
 

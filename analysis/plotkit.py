@@ -134,9 +134,12 @@ def sweep_style(sweeps: list[str], sweep: str) -> str:
     return style.SWEEP_LINESTYLES[sorted(sweeps).index(sweep) % len(style.SWEEP_LINESTYLES)]
 
 
-def mark_invalid(ax: plt.Axes, x: float, state: str, color: str, slot: int) -> None:
-    """A cell that has no number: its state written at the bottom of the panel, never a point."""
-    ax.annotate(f"✕ {style.STATE_SHORT.get(state, state)}", (x, 0.03 + 0.075 * slot),
+def mark_invalid(ax: plt.Axes, x: float, state: str, color: str, slot: int,
+                 sweep: str = "") -> None:
+    """A cell that has no number: its state written at the bottom of the panel, never a point
+    (with its sweep's name when several sweeps share the panel)."""
+    text = f"✕ {style.STATE_SHORT.get(state, state)}" + (f" · {sweep}" if sweep else "")
+    ax.annotate(text, (x, 0.03 + 0.075 * slot),
                 xycoords=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7,
                 color=color, fontweight="bold",
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": color, "lw": 0.6})
@@ -147,8 +150,10 @@ def invalid_box(ax: plt.Axes, cells: pd.DataFrame) -> None:
     bad = cells[~cells["valid"]]
     if bad.empty:
         return
-    text = "\n".join(f"✕ {style.policy_label(p)}: {style.STATE_SHORT.get(st, st)}"
-                     for p, st in zip(bad["policy"], bad["state"], strict=True))
+    several = cells["sweep"].nunique() > 1
+    text = "\n".join(f"✕ {style.policy_label(p)}{f' · {s}' if several else ''}: "
+                     f"{style.STATE_SHORT.get(st, st)}"
+                     for p, s, st in zip(bad["policy"], bad["sweep"], bad["state"], strict=True))
     ax.text(0.02, 0.97, text + "\n(not drawn)", transform=ax.transAxes, va="top", ha="left",
             fontsize=7, color="#a00",
             bbox={"boxstyle": "round,pad=0.3", "fc": "#fff5f5", "ec": "#a00", "lw": 0.6})
