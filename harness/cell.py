@@ -33,13 +33,9 @@ from workloads import agent, io
 
 log = logging.getLogger(__name__)
 
-DONE = "DONE"
+from harness.records import DONE, is_done  # noqa: E402  re-exported
 RECORD_FILES = ("turns.parquet", "jobs.parquet", "metrics.parquet", "manifest.json",
                 "progress.json", "server.log", "client.log")  # fmt: skip
-
-
-def is_done(cell_dir: Path) -> bool:
-    return (cell_dir / DONE).exists()
 
 
 def archive_previous(cell_dir: Path) -> int:

@@ -40,6 +40,13 @@ METRICS = pa.schema(
 )
 
 
+DONE = "DONE"  # the completion marker, written last
+
+
+def is_done(cell_dir: Path) -> bool:
+    return (Path(cell_dir) / DONE).exists()
+
+
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from harness.cell import is_done
+from harness.records import is_done
 from launch import sweepdir, validate
 from launch.compose import Cell, Planner, hydra_context
 

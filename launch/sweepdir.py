@@ -30,9 +30,18 @@ def cell_identity(cfg: DictConfig) -> dict:
     return {k: v for k, v in c.items() if k not in VOLATILE}
 
 
-def fingerprint(cells: dict[str, dict]) -> str:
-    blob = json.dumps(cells, sort_keys=True, default=str).encode()
+AXES = ("gpu", "dram", "policy", "jps")
+
+
+def fingerprint(obj) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def base_identity(cells: dict[str, dict]) -> dict:
+    """What every cell of a sweep shares: the config without the matrix axes."""
+    first = next(iter(cells.values()))
+    return {k: v for k, v in first.items() if k not in AXES}
 
 
 @dataclass
@@ -69,50 +78,55 @@ def _results_root(base: DictConfig) -> Path:
 
 
 def choose(base: DictConfig, cells: dict[str, dict], today: str | None = None) -> SweepDir:
-    """The sweep folder for these cells: explicit, resumable, or new (dated today)."""
-    fp = fingerprint(cells)
+    """The sweep folder for these cells: explicit, resumable, or new (dated today).
+
+    A folder is the same sweep when its shared config (everything but the matrix axes)
+    matches: then its complete cells are skipped, and new cells (another JPS, another policy)
+    extend its matrix. A cell present in both with another config, or another shared config,
+    is refused."""
+    bfp = fingerprint(base_identity(cells))
     name = base.experiment.name
     if base.sweep_dir:
         target = Path(base.sweep_dir)
     else:
         root = _results_root(base)
-        same = [d for d in sorted(root.glob(f"*_{name}")) if _fp_of(d) == fp]
+        same = [d for d in sorted(root.glob(f"*_{name}")) if _fp_of(d) == bfp]
         today = today or datetime.now(UTC).strftime("%Y%m%d")
         target = same[-1] if same else root / f"{today}_{name}"
     sd = SweepDir(target.resolve())
-    if sd.exists:
-        sd.meta = json.loads((target / SWEEP_JSON).read_text())
-        if sd.meta.get("fingerprint") != fp:
-            raise ConfigError(_mismatch(target, sd.meta.get("cells", {}), cells))
+    if not sd.exists:
+        sd.meta = {
+            "kvbench_sweep": 1,
+            "name": name,
+            "base_fingerprint": bfp,
+            "created_utc": datetime.now(UTC).isoformat(),
+            "git": git_commit(),
+            "matrix": sorted(cells),
+            "cells": cells,
+            "submissions": [],
+        }
         return sd
-    sd.meta = {
-        "kvbench_sweep": 1,
-        "name": name,
-        "fingerprint": fp,
-        "created_utc": datetime.now(UTC).isoformat(),
-        "git": git_commit(),
-        "matrix": sorted(cells),
-        "cells": cells,
-        "submissions": [],
-    }
+    sd.meta = json.loads((target / SWEEP_JSON).read_text())
+    old = sd.meta.get("cells", {})
+    if sd.meta.get("base_fingerprint") != bfp:
+        keys = _diff_keys(base_identity(old), base_identity(cells)) if old else ["?"]
+        raise ConfigError(_refuse(target, f"config differs in {', '.join(keys[:5])}"))
+    for k in sorted(set(old) & set(cells)):
+        if old[k] != cells[k]:
+            raise ConfigError(_refuse(target, f"cell {k} differs in {', '.join(_diff_keys(old[k], cells[k])[:5])}"))
+    sd.meta["cells"] = {**old, **cells}
+    sd.meta["matrix"] = sorted(sd.meta["cells"])
     return sd
 
 
 def _fp_of(d: Path) -> str | None:
     try:
-        return json.loads((d / SWEEP_JSON).read_text()).get("fingerprint")
+        return json.loads((d / SWEEP_JSON).read_text()).get("base_fingerprint")
     except (OSError, ValueError):
         return None
 
 
-def _mismatch(target: Path, old: dict, new: dict) -> str:
-    if set(old) != set(new):
-        gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
-        what = f"cells differ (only in the folder: {gone[:3]}; only in the command: {added[:3]})"
-    else:
-        k = next(k for k in sorted(new) if old[k] != new[k])
-        keys = _diff_keys(old[k], new[k])
-        what = f"config differs in {', '.join(keys[:5])} (cell {k})"
+def _refuse(target: Path, what: str) -> str:
     return (
         f"{target} holds a sweep made by a different config: {what}. Refusing to mix them; "
         f"use a new name (experiment.name=...) or sweep_dir=<another folder>"

@@ -41,7 +41,9 @@ from vllm.v1.request import RequestStatus
 
 from harness.plugins import compat
 from harness.plugins.connector import PolicyConnector, ReqHint
-from harness.plugins.settings import Setting, kv_transfer_args, plugin_env, resolve
+from harness.plugins.schemas import CONTINUUM_TTL as SCHEMA
+from harness.plugins.schemas import TTL_RULE_NAMES
+from harness.plugins.settings import kv_transfer_args, plugin_env, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -98,15 +100,9 @@ class RunningMeanTtl:
 
 # The Continuum paper's TTL rule goes here as @ttl_rule("paper") with the same two methods.
 
-SCHEMA = {
-    "ttl_s": Setting(float, 2.0, "fixed TTL (s)"),
-    "ttl_rule": Setting(str, "fixed", "how the TTL is chosen", tuple(TTL_RULES)),
-    "ttl_scale": Setting(float, 1.5, "running_mean multiplier"),
-    "ttl_max_s": Setting(float, 60.0, "upper bound on any TTL (s)"),
-    "min_free_frac": Setting(float, 0.0, "release pins when free blocks < this x pool"),
-    "tick_s": Setting(float, 0.01, "idle tick while pins are held (s)"),
-    "stats_dir": Setting(str, None, "directory for the JSON stats snapshot"),
-}
+
+
+assert set(TTL_RULES) == set(TTL_RULE_NAMES), "schemas.TTL_RULE_NAMES is out of date"
 
 
 def server_args(settings: dict[str, Any] | None = None) -> list[str]:

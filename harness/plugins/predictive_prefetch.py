@@ -50,7 +50,8 @@ from vllm.v1.request import RequestStatus
 
 from harness.plugins import compat, predictors
 from harness.plugins.connector import PolicyConnector, ReqHint
-from harness.plugins.settings import Setting, kv_transfer_args, plugin_env, resolve
+from harness.plugins.schemas import PREDICTIVE_PREFETCH as SCHEMA
+from harness.plugins.settings import kv_transfer_args, plugin_env, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +59,6 @@ POLICY = "predictive_prefetch"
 MODULE = "harness.plugins.predictive_prefetch"
 CONNECTOR = "PredictivePrefetchConnector"
 
-SCHEMA = {
-    "lead_s": Setting(float, 0.5, "prefetch lead (s)"),
-    "predictor": Setting(str, "oracle", "tool-time predictor", tuple(predictors.PREDICTORS)),
-    "host_tier_gb": Setting(float, 1.0, "host tier size (GiB)"),
-    "link_gb_s": Setting(float, 0.0, "emulated host->VRAM bandwidth (GB/s), 0 = none"),
-    "hold_s": Setting(float, 30.0, "hold prefetched KV this long past the predicted return"),
-    "late_load": Setting(bool, True, "load from host when a turn beats its prefetch"),
-    "tick_s": Setting(float, 0.01, "idle tick while work is pending (s)"),
-    "stats_dir": Setting(str, None, "directory for the JSON stats snapshot"),
-}
 
 
 def server_args(settings: dict[str, Any] | None = None) -> list[str]:

@@ -1,18 +1,18 @@
 """Shared seam for our own plugin policies (``harness.plugins``): the server loads a KV
 connector through ``--kv-transfer-config`` with ``kv_connector_module_path``.
 
-The plugin module imports vLLM, so the launcher only imports it to validate settings where
-vLLM is installed (this machine, CI, a GPU node); a login node without vLLM skips that check
-and the connector validates its settings again when the server loads it.
+The plugin modules import vLLM; their settings schemas (``harness.plugins.schemas``) do not,
+so settings are validated at planning time anywhere, a login node included, and again by the
+connector when the server loads it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 from harness.errors import ConfigError
-from harness.plugins.settings import SettingsError, kv_transfer_args, plugin_env
+from harness.plugins.schemas import SCHEMAS
+from harness.plugins.settings import SettingsError, kv_transfer_args, plugin_env, resolve
 from harness.policies.base import Policy
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,7 @@ class PluginPolicy(Policy):
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        if importlib.util.find_spec("vllm") is None:
-            log.info("%s: vLLM not installed here; settings are checked when the server loads", self.name)
-            return
-        mod = importlib.import_module(self.module)
         try:
-            mod.resolve(mod.POLICY, mod.SCHEMA, self.settings(cfg))
+            resolve(self.name, SCHEMAS[self.name], self.settings(cfg))
         except SettingsError as e:
             raise ConfigError(f"policy.settings: {e}") from None

@@ -139,9 +139,15 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert again.sweep.path == p.sweep.path
     with pytest.raises(ConfigError, match=r"different config: config differs in workload.n_jobs"):
         make(tmp_path, "workload.n_jobs=7")
+    with pytest.raises(ConfigError, match=r"cell gpu=cpu/dram=8/policy=fcfs/jps=1 differs in policy.settings.x"):
+        make(tmp_path, "policy=fcfs", "jps=1", "+policy.settings.x=1")
+    more = make(tmp_path, "policy=fcfs", "jps=[1,4]")
+    assert more.sweep.path == p.sweep.path, "new cells extend the same sweep"
+    assert "gpu=cpu/dram=8/policy=fcfs/jps=4" in more.sweep.meta["matrix"]
+    assert set(p.sweep.meta["matrix"]) < set(more.sweep.meta["matrix"])
     other = plan.make([f"results_dir={tmp_path}"], today="20260102")
     assert other.sweep.path == p.sweep.path, "the same config resumes its folder on another day"
-    assert json.loads((p.sweep.path / "sweep.json").read_text())["matrix"] == [c.rel_dir for c in p.cells]
+    assert json.loads((p.sweep.path / "sweep.json").read_text())["matrix"] == sorted(c.rel_dir for c in p.cells)
 
 
 def test_conf_dir_has_every_group():
