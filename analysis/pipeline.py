@@ -66,17 +66,19 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
     ratio = stats.turn_ratio(pt)
     all_ok = turns_ok if o.window.is_all else data.turns[data.turns["status"] == "ok"]
     ref = reference.load_reference(o.reference_csv)
+    warnings = _clock_warnings(data.metrics, data.jobs)
+    metrics = why.drop_clock_outliers(data.metrics, data.jobs) if warnings else data.metrics
     winners = stats.winners(cells, samples, boot, o.reference_policy)
     res = Results(
         options=o, sweeps=data.sweeps, missing_columns=data.missing_columns, cells=cells,
         jct=jct,
         vs=stats.versus(samples, boot, o.reference_policy),
         winners=winners, per_turn=pt, ratio=ratio,
-        why=why.why_table(valid, turns_ok, data.metrics, all_ok),
+        why=why.why_table(valid, turns_ok, metrics, all_ok),
         cached_turn=why.cached_per_turn(turns_ok, valid),
-        kv_usage=why.downsample(why.kv_usage(data.metrics).merge(valid[KEYS], on=KEYS)),
+        kv_usage=why.downsample(why.kv_usage(metrics).merge(valid[KEYS], on=KEYS)),
         samples=samples,
-        warnings=_clock_warnings(data.metrics, data.jobs),
+        warnings=warnings,
         reference=ref,
         ref_check=reference.check(ref, cells, jct, pt, ratio, winners, o.tolerance),
     )
@@ -88,10 +90,11 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
 def _clock_warnings(metrics: pd.DataFrame, jobs: pd.DataFrame) -> list[str]:
     out = []
     for r in why.clock_outliers(metrics, jobs).to_dict("records"):
-        text = (f"metrics.parquet of {validity.cell_label(r)} has samples at t_s "
+        text = (f"metrics.parquet of {validity.cell_label(r)} has {r['n']} sample(s) at t_s "
                 f"{r['t_min']:.4g}..{r['t_max']:.4g} s while its jobs end by {r['end_s']:.4g} s: "
-                "the scrape clock is not relative to t0 for some samples, so counter increases "
-                "(hits, preemptions, offload bytes) may be off")
+                "that scrape's clock is not relative to t0. They were left out, so counter "
+                "increases (hits, preemptions, offload bytes) start at the cell's first "
+                "good sample")
         log.warning(text)
         out.append(text)
     return out

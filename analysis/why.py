@@ -151,15 +151,38 @@ def why_table(valid: pd.DataFrame, turns_ok: pd.DataFrame, metrics: pd.DataFrame
     return out
 
 
+def _span(jobs: pd.DataFrame) -> pd.Series:
+    return jobs.groupby(KEYS)["end_s"].max().rename("end_s")
+
+
+def _outside(t: pd.Series, end: pd.Series, slack_s: float) -> pd.Series:
+    return (t < -slack_s) | (t > 2 * end + slack_s)
+
+
 def clock_outliers(metrics: pd.DataFrame, jobs: pd.DataFrame, slack_s: float = 600.0
                    ) -> pd.DataFrame:
     """Cells with metric samples far outside the cell's time span (t_s should be relative to
-    the client's t0, like the jobs' times): such samples sort out of place and bias counter
-    increases. Returns KEYS, t_min, t_max, end_s of those cells."""
+    the client's t0, like the jobs' times): such samples sort out of place and would bias
+    counter increases. Returns KEYS, n (samples outside), t_min, t_max, end_s."""
+    cols = KEYS + ["n", "t_min", "t_max", "end_s"]
     if metrics.empty or jobs.empty:
-        return pd.DataFrame(columns=KEYS + ["t_min", "t_max", "end_s"])
-    m = metrics.groupby(KEYS)["t_s"].agg(t_min="min", t_max="max")
-    e = jobs.groupby(KEYS)["end_s"].max().rename("end_s")
-    d = m.join(e, how="inner").reset_index()
-    far = (d["t_min"] < -slack_s) | (d["t_max"] > d["end_s"] + max(slack_s, 0) + d["end_s"])
-    return d[far]
+        return pd.DataFrame(columns=cols)
+    m = metrics.merge(_span(jobs).reset_index(), on=KEYS)
+    bad = m[_outside(m["t_s"], m["end_s"], slack_s)]
+    if bad.empty:
+        return pd.DataFrame(columns=cols)
+    g = bad.groupby(KEYS)
+    out = pd.DataFrame({"n": g.size(), "t_min": g["t_s"].min(), "t_max": g["t_s"].max(),
+                        "end_s": g["end_s"].first()})
+    return out.reset_index()[cols]
+
+
+def drop_clock_outliers(metrics: pd.DataFrame, jobs: pd.DataFrame, slack_s: float = 600.0
+                        ) -> pd.DataFrame:
+    """metrics without the samples clock_outliers finds (increases then start at the first
+    sample inside the cell)."""
+    if metrics.empty or jobs.empty:
+        return metrics
+    end = metrics.merge(_span(jobs).reset_index(), on=KEYS, how="left")["end_s"]
+    keep = ~_outside(metrics["t_s"].reset_index(drop=True), end, slack_s).fillna(False)
+    return metrics.reset_index(drop=True)[keep.to_numpy()]

@@ -63,8 +63,16 @@ def test_downsample_bounds_points_per_cell():
     assert len(d) == 100 and d["value"].eq(0.5).all()
 
 
-def test_clock_outliers_flag_samples_outside_the_cell():
-    m = _metrics([(1297.0, why.HITS, {}, 0.0), (1.0, why.HITS, {}, 5.0)])
+def test_clock_outliers_are_flagged_and_left_out():
+    # a shared server: the baseline scrape (value from the previous cell) came with a clock
+    # that is not relative to t0, so it sorts last and would read as a counter reset
+    m = _metrics([(3660.0, why.HITS, {}, 7680.0), (1.0, why.HITS, {}, 7936.0),
+                  (5.0, why.HITS, {}, 15360.0)])
     jobs = pd.DataFrame([{**K, "end_s": 11.0}])
-    assert len(why.clock_outliers(m, jobs)) == 1
-    assert why.clock_outliers(m[m["t_s"] < 100], jobs).empty
+    out = why.clock_outliers(m, jobs)
+    assert len(out) == 1 and out["n"].item() == 1 and out["t_max"].item() == 3660.0
+    assert why.counter_increase(m)["increase"].item() == pytest.approx(7424 + 7680)
+    kept = why.drop_clock_outliers(m, jobs)
+    assert kept["t_s"].tolist() == [1.0, 5.0]
+    assert why.counter_increase(kept)["increase"].item() == pytest.approx(7424)
+    assert why.clock_outliers(kept, jobs).empty
