@@ -88,13 +88,15 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
 
 
 def _clock_warnings(metrics: pd.DataFrame, jobs: pd.DataFrame) -> list[str]:
-    out = []
-    for r in why.clock_outliers(metrics, jobs).to_dict("records"):
-        text = (f"metrics.parquet of {validity.cell_label(r)} has {r['n']} sample(s) at t_s "
-                f"{r['t_min']:.4g}..{r['t_max']:.4g} s while its jobs end by {r['end_s']:.4g} s: "
-                "that scrape's clock is not relative to t0. They were left out, so counter "
-                "increases (hits, preemptions, offload bytes) start at the cell's first "
-                "good sample")
-        log.warning(text)
-        out.append(text)
-    return out
+    bad = why.clock_outliers(metrics, jobs)
+    if bad.empty:
+        return []
+    cells = "; ".join(f"{validity.cell_label(r)} ({r['n']} at t_s {r['t_min']:.4g}.."
+                      f"{r['t_max']:.4g} s, jobs end by {r['end_s']:.4g} s)"
+                      for r in bad.to_dict("records"))
+    text = (f"metrics.parquet of {len(bad)} cell(s) has samples far outside the cell, whose "
+            "scrape clock is not relative to t0; they were left out, so counter increases "
+            "(hits, preemptions, offload bytes) start at each cell's first good sample: "
+            + cells)
+    log.warning(text)
+    return [text]
