@@ -11,5 +11,6 @@ from harness.policies.base import Policy, get, names, register
 # Import the modules so their @register decorators run.
 from harness.policies import fcfs  # noqa: E402,F401  isort: skip
 from harness.policies import continuum_ttl, predictive_prefetch  # noqa: E402,F401  isort: skip
+from harness.policies import continuum, lmcache, native_offload  # noqa: E402,F401  isort: skip
 
 __all__ = ["Policy", "get", "names", "register"]

@@ -1,0 +1,121 @@
+"""``continuum``: the public Continuum fork (github Hanchenli/vllm-continuum, vLLM 0.10.2).
+
+The server is the fork's own ``vllm.entrypoints.openai.api_server``, started by the fork
+environment's interpreter (``policy.settings.python``, by default ``$KVBENCH_CONTINUUM_PYTHON``)
+with the shared base arguments (all of them exist in 0.10.2) plus
+``--scheduling-policy continuum`` (``vllm/engine/arg_utils.py`` of the fork). The client sends
+Continuum's top-level ``job_id`` / ``is_last_step`` on every turn (``continuum_fields``).
+
+Environment: ``PYTHONPATH`` is exactly ``harness/policies/continuum_site`` (kvbench's own
+packages stay out of the fork's interpreter), whose ``sitecustomize`` gives each finished turn
+a tool name when its output has none (random weights never write one), so the fork's own
+pinning rule can act; ``KVBENCH_CONTINUUM_TOOL`` is that name. See docs/policies/continuum.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.policies import common
+from harness.policies.base import Policy, register
+
+SHIM_DIR = Path(__file__).resolve().with_name("continuum_site")
+DEFAULTS: dict[str, Any] = {
+    "python": None,  # the fork environment's interpreter
+    "default_tool": "tool",  # tool name of a turn whose output names none; None: no fallback
+}
+HOW = (
+    "build it as docs/policies/continuum.md says, "
+    "then export KVBENCH_CONTINUUM_PYTHON=<env>/bin/python"
+)
+FORK_FILE = "v1/core/estimate_with_func.py"  # Continuum's estimator, beside its scheduler
+# Run by the fork's interpreter: where its vllm lives, and whether it has Continuum's estimator.
+PROBE = (
+    "import importlib.util as u, os, sys\n"
+    "s = u.find_spec('vllm')\n"
+    "if s is None or not s.submodule_search_locations: sys.exit(3)\n"
+    "d = list(s.submodule_search_locations)[0]\n"
+    "print(d)\n"
+    "sys.exit(0 if os.path.isfile(os.path.join(d, 'v1', 'core', 'estimate_with_func.py')) else 4)\n"
+)
+
+
+@register
+class Continuum(Policy):
+    name = "continuum"
+    engine_reason = "the fork is a CUDA build of vLLM 0.10.2"
+
+    def python(self, cfg) -> str | None:
+        return common.settings(cfg, DEFAULTS)["python"] or None
+
+    def server_args(self, cfg) -> list[str]:
+        return ["--scheduling-policy", "continuum"] + super().server_args(cfg)
+
+    def server_env(self, cfg) -> dict[str, str]:
+        env = {"PYTHONPATH": str(SHIM_DIR)}
+        tool = common.settings(cfg, DEFAULTS)["default_tool"]
+        if tool:
+            env["KVBENCH_CONTINUUM_TOOL"] = str(tool)
+        return {**env, **super().server_env(cfg)}
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        s = common.settings(cfg, DEFAULTS)
+        tool = s["default_tool"]
+        if tool is not None and (not isinstance(tool, str) or not tool or tool.split() != [tool]):
+            raise ConfigError(
+                f"policy.settings.default_tool={tool!r} must be one word (a tool name, as the fork "
+                f"parses the first word of a bash command) or null for no fallback"
+            )
+        owned = sorted({"PYTHONPATH", "KVBENCH_CONTINUUM_TOOL"} & set(cfg.policy.env))
+        if owned:
+            raise ConfigError(
+                f"policy.env.{owned[0]} is set by policy=continuum (the fork's shim); remove it "
+                f"(the tool name is policy.settings.default_tool)"
+            )
+        if not (SHIM_DIR / "sitecustomize.py").is_file():
+            raise ConfigError(
+                f"policy=continuum needs its shim {SHIM_DIR}/sitecustomize.py, which this "
+                f"install lacks; run kvbench from its repository (pip install -e .)"
+            )
+        check_fork_env(s["python"])
+
+
+def check_fork_env(python: str | None) -> None:
+    """One-line ConfigError unless ``python`` is an interpreter whose vllm is the fork."""
+    if not python:
+        raise ConfigError(
+            "policy.settings.python is unset: policy=continuum runs the Continuum fork "
+            f"(github Hanchenli/vllm-continuum, vLLM 0.10.2) from its own Python environment; {HOW}"
+        )
+    problem = fork_problem(str(python))
+    if problem:
+        raise ConfigError(f"policy.settings.python={python} {problem}; {HOW}")
+
+
+@functools.lru_cache(maxsize=8)
+def fork_problem(python: str) -> str | None:
+    """Why ``python`` is not the fork's interpreter (None: it is). Cached per planning run."""
+    p = Path(python)
+    if not p.exists():
+        return "does not exist"
+    if p.is_dir() or not os.access(p, os.X_OK):
+        return "is not an executable file"
+    try:
+        r = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": ""})  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"could not be run ({type(e).__name__})"
+    if r.returncode == 3:
+        return "has no vllm installed"
+    if r.returncode == 4:
+        where = r.stdout.strip()
+        return f"runs a vllm ({where}) that is not the Continuum fork (no {FORK_FILE})"
+    if r.returncode != 0:
+        return f"failed to start (exit {r.returncode}: {r.stderr.strip()[-200:]!r})"
+    return None

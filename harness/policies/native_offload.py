@@ -1,0 +1,73 @@
+"""``native_offload``: vLLM's own CPU KV offloading (the seed's "SimpleCPUOffloading", phase 1).
+
+For the pinned CUDA engine (vllm==0.26.0) the server gets one flag::
+
+    --kv-transfer-config '{"kv_connector": "OffloadingConnector", "kv_role": "kv_both",
+                           "kv_connector_extra_config": {"cpu_bytes_to_use": <dram GiB * 2**30>,
+                                                         "eviction_policy": "lru"}}'
+
+vLLM 0.26 also has ``--kv-offloading-size <GiB>`` (``--kv-offloading-backend native`` is its
+default). That flag is only sugar for the same config (``vllm/config/vllm.py``,
+``_post_init_kv_transfer_config``), but it picks the connector class from the environment
+(``VLLM_USE_SIMPLE_KV_OFFLOAD``: SimpleCPUOffloadConnector, else OffloadingConnector) and cannot
+carry the connector's other knobs (``eviction_policy``, ``block_size``, ``store_threshold``).
+The explicit config names the class in the command line, so the manifest shows what ran, and
+it is the same mechanism as every other connector policy here.
+
+The CPU engine is refused at planning: vLLM's OffloadingConnector raises "CPU Offloading is
+currently only supported on CUDA-alike and XPU GPUs" on the CPU backend.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.policies import common
+from harness.policies.base import Policy, register
+
+CONNECTORS = ("OffloadingConnector", "SimpleCPUOffloadConnector")
+EVICTION = ("lru", "arc")  # vllm/v1/kv_offload/cpu/manager.py (OffloadingConnector only)
+DEFAULTS: dict[str, Any] = {
+    "offload_gb": None,  # GiB of the tier; None: all of dram.gb
+    "connector": "OffloadingConnector",
+    "eviction_policy": "lru",
+    "extra_config": {},  # more kv_connector_extra_config keys, passed as they are
+}
+OWNED = {"cpu_bytes_to_use": "dram / policy.settings.offload_gb",
+         "eviction_policy": "policy.settings.eviction_policy"}  # fmt: skip
+
+
+@register
+class NativeOffload(Policy):
+    name = "native_offload"
+    engine_reason = "vLLM's OffloadingConnector refuses the CPU backend"
+
+    def server_args(self, cfg) -> list[str]:
+        return ["--kv-transfer-config", json.dumps(transfer_config(cfg))] + super().server_args(cfg)
+
+    def validate(self, cfg) -> None:
+        super().validate(cfg)
+        transfer_config(cfg)
+
+
+def transfer_config(cfg) -> dict[str, Any]:
+    """The ``--kv-transfer-config`` of the cell: connector, role and the tier's bytes."""
+    s = common.settings(cfg, DEFAULTS)
+    common.one_of(cfg, "connector", s["connector"], CONNECTORS)
+    extra: dict[str, Any] = {"cpu_bytes_to_use": int(common.offload_gib(cfg, s) * common.GIB)}
+    if s["connector"] == "OffloadingConnector":
+        common.one_of(cfg, "eviction_policy", s["eviction_policy"], EVICTION)
+        extra["eviction_policy"] = s["eviction_policy"]
+    elif s["eviction_policy"] != DEFAULTS["eviction_policy"]:
+        raise ConfigError(
+            f"policy.settings.eviction_policy={s['eviction_policy']} applies to "
+            f"OffloadingConnector only; SimpleCPUOffloadConnector evicts LRU: remove the setting"
+        )
+    extra.update(common.mapping(cfg, "extra_config", s["extra_config"], OWNED))
+    return {
+        "kv_connector": s["connector"],
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": extra,
+    }
