@@ -81,15 +81,20 @@ def cmd_sweep(overrides: list[str], dry_run: bool, report: bool) -> int:
 
 
 def _preview(p: planmod.Plan) -> None:
-    cfg = p.configs[p.cells[0]]
     if p.executor == "slurm":
-        groups = {submit.group_key(submit.resources(p.configs[c])) for c in p.todo()}
-        console.print(f"\n{len(groups)} job array(s) would be submitted (one sbatch each). "
-                      f"Batch script of the first:\n", highlight=False)  # fmt: skip
-        console.print(submit.sbatch_preview(p.sweep.path, cfg, len(p.todo()) or 1), highlight=False, markup=False)
+        items = [(c, p.configs[c], p.cell_dir(c)) for c in p.todo() or p.cells]
+        arrays: dict[str, list] = {}
+        for g in submit.server_groups(items):
+            arrays.setdefault(submit.group_key(submit.resources(g[0][1])), []).append(g)
+        first = next(iter(arrays.values()))
+        console.print(f"\n{len(arrays)} job array(s) would be submitted (one sbatch each), "
+                      f"{sum(map(len, arrays.values()))} array tasks in all. Batch script of the first "
+                      f"({first[0][0][0].gpu}, dram {first[0][0][0].dram}):\n", highlight=False)  # fmt: skip
+        script = submit.sbatch_preview(p.sweep.path, first[0][0][1], len(first))
+        console.print(script, highlight=False, markup=False)
     else:
         console.print("\nlocal executor: cells run one after another on this machine, each as "
-                      "a submitit local job running harness.cell.run_cell", highlight=False)  # fmt: skip
+                      "a submitit local job running harness.cell.run_cells", highlight=False)  # fmt: skip
     console.print("dry run: nothing submitted, nothing written")
 
 

@@ -38,3 +38,27 @@ def smoke_sweep(results_root) -> Path:
     sweeps = sorted(results_root.glob("*_smoke"))
     assert len(sweeps) == 1, sweeps
     return sweeps[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def continuum_fork_standin(tmp_path_factory):
+    """A FAKE of the Continuum fork's environment (the fork needs CUDA and its own vLLM 0.10.2
+    build): an interpreter whose ``vllm`` has ``v1/core/estimate_with_func.py``, which is all
+    planning checks. Lets tests plan the seed's sweeps (they include ``policy=continuum``);
+    nothing here starts the fork. A real environment named by the variable wins."""
+    if os.environ.get("KVBENCH_CONTINUUM_PYTHON"):
+        yield os.environ["KVBENCH_CONTINUUM_PYTHON"]
+        return
+    root = tmp_path_factory.mktemp("continuum-fork-standin")
+    core = root / "vllm" / "v1" / "core"
+    core.mkdir(parents=True)
+    for d in (root / "vllm", root / "vllm" / "v1", core):
+        (d / "__init__.py").write_text("")
+    (core / "estimate_with_func.py").write_text("")
+    python = root / "bin" / "python"
+    python.parent.mkdir()
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={root} exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    os.environ["KVBENCH_CONTINUUM_PYTHON"] = str(python)
+    yield str(python)
+    del os.environ["KVBENCH_CONTINUUM_PYTHON"]

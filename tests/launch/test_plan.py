@@ -107,7 +107,7 @@ def test_cli_dry_run_prints_table_and_batch_script(tmp_path):
     r = run_launch("sweep", "--dry-run", f"results_dir={tmp_path}", "experiment=20260412_large_dram_sweep",
                    "cluster=pace", "cluster.account=gts-lab")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count("to run") == 60
+    assert r.stdout.count("│ to run │") == 60
     assert "gpu=a100/dram=200/policy=lmcache/jps=15" in r.stdout
     assert "4 job array(s) would be submitted" in r.stdout
     assert "#SBATCH --gres=gpu:h200:1" in r.stdout and "#SBATCH --account=gts-lab" in r.stdout

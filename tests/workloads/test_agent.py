@@ -100,11 +100,11 @@ def test_same_jobs_for_every_policy_and_engine(tmp_path):
     from harness.cell import load_workload
     from launch import plan
 
-    p = plan.make([f"results_dir={tmp_path}", "cluster=pace", "gpu=h100", "dram=400",
+    p = plan.make([f"results_dir={tmp_path}", "cluster=pace", "gpu=h100", "dram=400", "workload=agent8",
                    "policy=[fcfs,lmcache,continuum_ttl]", "jps=3"], today="20260101")  # fmt: skip
     digests = {load_workload(cfg).digest() for cfg in p.configs.values()}
     assert len(digests) == 1
-    cpu = plan.make([f"results_dir={tmp_path}", "workload=agent8", "jps=3"], today="20260101")
+    cpu = plan.make([f"results_dir={tmp_path}", "workload=agent8", "policy=fcfs", "jps=3"], today="20260101")
     (cfg,) = cpu.configs.values()
     gpu_cfg = next(iter(p.configs.values()))
     assert cfg.model.vocab_size != gpu_cfg.model.vocab_size  # the tiny model's vocabulary is smaller
