@@ -245,6 +245,8 @@ _SINGLE = {"jct_vs_jps": jct_vs_jps, "tlast_t1": tlast_t1, "why": why, "validity
 _PER_DRAM = {"per_turn": figures_turns.per_turn, "cached_per_turn": figures_turns.cached_per_turn,
              "kv_usage": figures_turns.kv_usage}
 ORDER = ["jct_vs_jps", "per_turn", "tlast_t1", "why", "cached_per_turn", "kv_usage", "validity"]
+COST_ORDER = ["why", "per_turn", "cached_per_turn", "kv_usage", "jct_vs_jps", "tlast_t1",
+              "validity"]  # longest first, so that two workers end together
 
 
 def _tasks(res: Results) -> list[tuple[str, int | None]]:
@@ -298,8 +300,9 @@ class FigurePool:
         if self.ex is None:
             figs = [f for t in tasks for f in draw_one(res, out, *t)]
         else:
-            futures = [self.ex.submit(draw_one, res, out, *t) for t in tasks]
-            figs = [f for fut in futures for f in fut.result()]
+            by_cost = sorted(tasks, key=lambda t: COST_ORDER.index(t[0]))
+            futures = {t: self.ex.submit(draw_one, res, out, *t) for t in by_cost}
+            figs = [f for t in tasks for f in futures[t].result()]
         log.info("drew %d figures in %s", len(figs), out)
         return figs
 
