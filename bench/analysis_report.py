@@ -26,7 +26,11 @@ sys.path.insert(0, str(REPO))
 
 def measure(sweep: Path, out: Path, jobs: int) -> dict:
     """Runs in the fresh process: the report, timed, and this process's resource use."""
+    import logging
+
     from analysis import pipeline, report
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     t0 = time.perf_counter()
     rep = report.build([sweep], out, pipeline.Options(), workers=jobs)
@@ -64,10 +68,13 @@ def main() -> int:
                         str(root / "report")], check=True, capture_output=True, text=True,
                        cwd=REPO)
     m = json.loads(r.stdout.strip().splitlines()[-1])
+    phases = [ln for ln in r.stderr.splitlines() if "timings:" in ln]
     ok = m["wall_s"] < GOAL_S and max(m["peak_rss_gb"], m["worker_peak_rss_gb"]) < GOAL_GB
     print(f"report of {m['turn_rows']:,} turn rows, {m['cells']} cells, {m['figures']} figures "
           f"(report.html {m['html_mb']:.1f} MB)")
     print(f"wall time: {m['wall_s']:.1f} s   (CPU {m['cpu_s']:.1f} s, {a.jobs} figure workers)")
+    if phases:
+        print(phases[-1].split("timings: ", 1)[1].join(["phases:    ", ""]))
     print(f"peak RSS:  {m['peak_rss_gb']:.2f} GB report process, "
           f"{m['worker_peak_rss_gb']:.2f} GB largest worker")
     print(f"goal: < {GOAL_S:.0f} s and < {GOAL_GB:.0f} GB: {'met' if ok else 'NOT met'}")
