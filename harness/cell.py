@@ -254,8 +254,12 @@ async def _drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows) -
              "state": "running"}, cell_dir / "progress.json",
         )  # fmt: skip
 
-    scraper = asyncio.create_task(scrape_loop(server.url, client.now, metrics, stop, on_tick=tick))
+    baseline, t_base = await _baseline_scrape(server.url)
     run = asyncio.create_task(client.run(wl))
+    await asyncio.sleep(0)  # the client's clock (t0) starts before anything else happens
+    if baseline is not None:  # before t0, so counter increases of the cell start from it
+        metrics.add(client.now() - (time.perf_counter() - t_base), baseline)
+    scraper = asyncio.create_task(scrape_loop(server.url, client.now, metrics, stop, on_tick=tick))
     watchdog = asyncio.create_task(_watch(server, client))
     try:
         return await run
@@ -264,6 +268,20 @@ async def _drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows) -
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(scraper, timeout=10)
+
+
+async def _baseline_scrape(url: str) -> tuple[str | None, float]:
+    import httpx
+
+    from harness.metrics import scrape_once
+
+    try:
+        async with httpx.AsyncClient() as http:
+            text = await scrape_once(http, url)
+    except (httpx.HTTPError, ValueError) as e:
+        log.warning("baseline metrics scrape failed: %r", e)
+        return None, 0.0
+    return text, time.perf_counter()
 
 
 async def _watch(server: Server, client: AgentClient) -> None:

@@ -68,6 +68,8 @@ def test_smoke_records_agree_with_the_workload(smoke_sweep):
         m = pd.read_parquet(d / "metrics.parquet")
         assert {"vllm:prefix_cache_hits_total", "vllm:num_requests_running"} <= set(m.name)
         assert m.t_s.max() >= turns.last_token_s.max() - 1.5
+        assert -5 < m.t_s.min() <= 0, "a baseline scrape just before t0, on the cell's clock"
+        assert m.t_s.max() < turns.last_token_s.max() + 15
         assert man["client"]["jobs_ok"] == wl.n_jobs and man["client"]["lag_p99_s"] is not None
         assert man["server"]["argv"][1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
         assert "127.0.0.1" in man["server"]["argv"]
@@ -93,7 +95,7 @@ def test_sweep_rerun_skips_complete_cells(smoke_sweep, results_root):
 
 def test_bad_server_flag_fails_fast_with_the_servers_error(tmp_path):
     t0 = time.monotonic()
-    r = run_launch("cell", f"results_dir={tmp_path}", "jps=1", "experiment.name=badflag",
+    r = run_launch("cell", f"results_dir={tmp_path}", "jps=1", "policy=fcfs", "experiment.name=badflag",
                    "engine.extra_args=[--enforce-eager,--no-such-flag]", timeout=300)  # fmt: skip
     assert r.returncode == 1
     assert "unrecognized arguments: --no-such-flag" in r.stdout
@@ -117,7 +119,7 @@ def _wait_for(pred, timeout_s: float, what: str):
 def test_server_killed_mid_cell_fails_the_cell_and_leaves_nothing(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", "cell", f"results_dir={tmp_path}", "jps=1", "experiment.name=kill",
+        [sys.executable, "-m", "launch", "cell", f"results_dir={tmp_path}", "jps=1", "policy=fcfs", "experiment.name=kill",
          "workload.n_jobs=30"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
@@ -149,7 +151,7 @@ def test_sigterm_to_the_cell_stops_its_server(tmp_path):
     """A scheduler time-out or scancel: the cell unwinds and nothing of the server is left."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", "cell", f"results_dir={tmp_path}", "jps=1", "experiment.name=term",
+        [sys.executable, "-m", "launch", "cell", f"results_dir={tmp_path}", "jps=1", "policy=fcfs", "experiment.name=term",
          "workload.n_jobs=30"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
