@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("folder", type=Path)
     ce = sub.add_parser("cell", help="run one cell in the foreground")
     ce.add_argument("overrides", nargs="*")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(_flags_first(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         if args.verb == "sweep":
@@ -49,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     except KvbenchError as e:
         console.print(f"[bold red]failed:[/] {e}", highlight=False, soft_wrap=True)
         return 1
+
+
+def _flags_first(argv: list[str]) -> list[str]:
+    """Let flags come anywhere among the overrides (``sweep gpu=h100 --dry-run dram=400``)."""
+    if not argv:
+        return argv
+    flags = [a for a in argv[1:] if a.startswith("--")]
+    return [argv[0], *flags, *(a for a in argv[1:] if not a.startswith("--"))]
 
 
 def cell_table(p: planmod.Plan) -> Table:
