@@ -140,7 +140,13 @@ def _report(sweep: Path) -> None:
         return
     from launch.compose import REPO_ROOT
 
-    out = build_report([sweep], REPO_ROOT / "reports" / sweep.name)
+    try:
+        out = build_report([sweep], REPO_ROOT / "reports" / sweep.name)
+    except Exception as e:  # noqa: BLE001 - the cells are safe; say why the report is not
+        log.exception("report failed")
+        console.print(f"[red]report failed[/] ({type(e).__name__}: {e}); the cells are intact: "
+                      f"python -m analysis report {sweep}", highlight=False)  # fmt: skip
+        return
     console.print(f"report: {out}", highlight=False)
 
 
