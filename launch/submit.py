@@ -11,6 +11,8 @@ cores), each as a submitit local job, while the terminal shows progress.
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 from collections import defaultdict
 from pathlib import Path
 
@@ -109,8 +111,22 @@ def submit_slurm(sweep_path: Path, items: list[tuple[Cell, DictConfig, Path]]) -
 
 def local_executor(sweep_path: Path, cfg: DictConfig) -> submitit.AutoExecutor:
     ex = submitit.AutoExecutor(folder=sweep_path / "_submitit", cluster="local")
-    ex.update_parameters(timeout_min=int(cfg.cluster.time_min), name=f"kvbench-{cfg.experiment.name}")
+    ex.update_parameters(timeout_min=int(cfg.cluster.time_min), name=f"kvbench-{cfg.experiment.name}",
+                         **local_gpu_params(cfg))  # fmt: skip
     return ex
+
+
+def local_gpu_params(cfg: DictConfig, environ: dict | None = None) -> dict:
+    """submitit's local executor sets CUDA_VISIBLE_DEVICES to its first ``gpus_per_node`` GPU
+    indices, and to "" (no GPU at all) when none are asked for: a CUDA cell asks for its one
+    GPU; if this process was given GPUs (CUDA_VISIBLE_DEVICES set), the job keeps that list."""
+    if cfg.engine.device != "cuda":
+        return {}
+    params: dict = {"gpus_per_node": 1}
+    vis = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES", "").strip()
+    if vis:
+        params["local_setup"] = [f"export CUDA_VISIBLE_DEVICES={shlex.quote(vis)}"]
+    return params
 
 
 def sbatch_preview(sweep_path: Path, cfg: DictConfig, n_cells: int) -> str:

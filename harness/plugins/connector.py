@@ -172,6 +172,9 @@ class PolicyConnector(KVConnectorBase_V1):
     # ---- worker side ----
     def register_kv_caches(self, kv_caches: dict[str, torch.Tensor]) -> None:
         self.tier = HostTier(kv_caches, self.num_blocks)
+        # Allocate the host buffer now, at server start, not at the first offload: on CUDA it
+        # is pinned, and pinning a 64 GiB tier inside an engine step stalled every request.
+        self.tier.ensure(self.host_blocks())
 
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
         meta = self._connector_metadata
