@@ -156,3 +156,17 @@ def test_conf_dir_has_every_group():
     assert {"h200", "h100", "a100", "l40s", "rtx5090"} <= set(options("gpu"))
     assert {"fcfs", "continuum", "lmcache", "native_offload", "predictive_prefetch"} <= set(options("policy"))
     assert {"pace", "lab5090", "local"} <= set(options("cluster"))
+
+
+def test_local_cuda_cell_asks_submitit_for_its_gpu():
+    """submitit's local executor blanks CUDA_VISIBLE_DEVICES for a job asking no GPU: every
+    CUDA cell died at engine start on the lent H100 until a cell asked for one."""
+    from omegaconf import OmegaConf
+
+    from launch.submit import local_gpu_params
+
+    cuda = OmegaConf.create({"engine": {"device": "cuda"}})
+    assert local_gpu_params(cuda, {}) == {"gpus_per_node": 1}
+    kept = local_gpu_params(cuda, {"CUDA_VISIBLE_DEVICES": "3"})
+    assert kept["local_setup"] == ["export CUDA_VISIBLE_DEVICES=3"]
+    assert local_gpu_params(OmegaConf.create({"engine": {"device": "cpu"}}), {}) == {}
