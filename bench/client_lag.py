@@ -30,7 +30,8 @@ request rate grows with N until the client's core is saturated. Each row runs in
 client process.
 
 Columns: ``alive`` (median jobs alive at the measured arrivals), arrival lag p50/p99/max in ms
-(``JobRecord.start_s - arrival_s``, the lag the client records for each job's first request),
+(each job's first-request ``sent_s`` minus its arrival: ``JobRecord.start_s - arrival_s``,
+the lag the client records),
 ``req/s`` and ``cpu`` (the client's CPU use, CPU s / wall s) in the measured window, ``cpu_ms``
 (client CPU per request over the whole run: ``resource.getrusage`` of the client process around
 ``AgentClient.run`` / requests), ``gc_ms`` (longest garbage-collector pause), error rows (0
@@ -364,8 +365,12 @@ def client_row(url: str, shape: str, n: int, a) -> dict:
     cpu1, w1 = usage()
     gc.callbacks.remove(on_gc)
 
-    jobs = [j for j in res.jobs if lo <= j.arrival_s < hi and j.start_s is not None]
-    lags = np.array([j.start_s - j.arrival_s for j in jobs] or [math.nan]) * 1000
+    # A job's start_s is its first turn's sent_s, but the client fills it in once that turn has
+    # ended, and the run is cut at the window's end: read it from the turn, so that the jobs
+    # whose first answer was still coming count too.
+    first = {t.job_id: t.sent_s for t in res.turns if t.turn == 1 and t.sent_s is not None}
+    jobs = [j for j in res.jobs if lo <= j.arrival_s < hi and j.job_id in first]
+    lags = np.array([first[j.job_id] - j.arrival_s for j in jobs] or [math.nan]) * 1000
     starts = np.sort([j.arrival_s for j in res.jobs])
     ends = np.sort([j.end_s for j in res.jobs if j.end_s is not None])
     alive = [
@@ -410,6 +415,7 @@ COLS = [
     ("conv", "{}"),
     ("loop", "{}"),
     ("jps", "{:g}"),
+    ("measured", "{}"),
     ("alive", "{:.0f}"),
     ("delay_ms", "{:.0f}"),
     ("lag_p50_ms", "{:.2f}"),
