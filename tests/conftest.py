@@ -40,16 +40,9 @@ def smoke_sweep(results_root) -> Path:
     return sweeps[0]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def continuum_fork_standin(tmp_path_factory):
-    """A FAKE of the Continuum fork's environment (the fork needs CUDA and its own vLLM 0.10.2
-    build): an interpreter whose ``vllm`` has ``v1/core/estimate_with_func.py``, which is all
-    planning checks. Lets tests plan the seed's sweeps (they include ``policy=continuum``);
-    nothing here starts the fork. A real environment named by the variable wins."""
-    if os.environ.get("KVBENCH_CONTINUUM_PYTHON"):
-        yield os.environ["KVBENCH_CONTINUUM_PYTHON"]
-        return
-    root = tmp_path_factory.mktemp("continuum-fork-standin")
+def make_fork_standin(root: Path) -> str:
+    """A FAKE Continuum fork environment under ``root``: an interpreter whose ``vllm`` has
+    ``v1/core/estimate_with_func.py``, all that planning checks. Returns the interpreter."""
     core = root / "vllm" / "v1" / "core"
     core.mkdir(parents=True)
     for d in (root / "vllm", root / "vllm" / "v1", core):
@@ -59,6 +52,19 @@ def continuum_fork_standin(tmp_path_factory):
     python.parent.mkdir()
     python.write_text(f'#!/bin/sh\nPYTHONPATH={root} exec {sys.executable} "$@"\n')
     python.chmod(0o755)
+    return str(python)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def continuum_fork_standin(tmp_path_factory):
+    """A FAKE of the Continuum fork's environment (the fork needs CUDA and its own vLLM 0.10.2
+    build): an interpreter whose ``vllm`` has ``v1/core/estimate_with_func.py``, which is all
+    planning checks. Lets tests plan the seed's sweeps (they include ``policy=continuum``);
+    nothing here starts the fork. A real environment named by the variable wins."""
+    if os.environ.get("KVBENCH_CONTINUUM_PYTHON"):
+        yield os.environ["KVBENCH_CONTINUUM_PYTHON"]
+        return
+    python = make_fork_standin(tmp_path_factory.mktemp("continuum-fork-standin"))
     os.environ["KVBENCH_CONTINUUM_PYTHON"] = str(python)
     yield str(python)
     del os.environ["KVBENCH_CONTINUUM_PYTHON"]

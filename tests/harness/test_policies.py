@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import make_fork_standin
 import yaml
 
 from harness.errors import ConfigError
@@ -41,17 +43,7 @@ def clean_env(monkeypatch):
 def fork_env(tmp_path_factory) -> str:
     """A stand-in for the Continuum fork's environment: an interpreter whose ``vllm`` package
     has ``v1/core/estimate_with_func.py`` (all the planning check looks for)."""
-    root = tmp_path_factory.mktemp("fork-env")
-    core = root / "vllm" / "v1" / "core"
-    core.mkdir(parents=True)
-    for d in (root / "vllm", root / "vllm" / "v1", core):
-        (d / "__init__.py").write_text("")
-    (core / "estimate_with_func.py").write_text("")
-    python = root / "bin" / "python"
-    python.parent.mkdir()
-    python.write_text(f'#!/bin/sh\nPYTHONPATH={root} exec {sys.executable} "$@"\n')
-    python.chmod(0o755)
-    return str(python)
+    return make_fork_standin(tmp_path_factory.mktemp("fork-env"))
 
 
 @pytest.fixture
