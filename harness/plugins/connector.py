@@ -12,8 +12,10 @@ fills four small hooks:
 and may append copies to ``self.to_host`` / ``self.to_dev`` ((src, dst) block-id pairs);
 they ride to the worker in the step's connector metadata. Worker side
 (``KVConnectorRole.WORKER``) the connector only copies those blocks between the paged KV
-cache and a host buffer, in ``start_load_kv`` (called every step, with or without a
-forward, in 0.26 and 0.32).
+cache and a host buffer (``harness.plugins.host_tier``: async on a side stream on CUDA), in
+``start_load_kv`` (called every step, with or without a forward, in 0.26 and 0.32).
+``self.step`` is the scheduler's step counter (subclasses advance it in ``on_tick``); copies
+a forward of the same step reads go to ``self.to_dev_now``.
 
 Idle ticks: vLLM only steps while it has requests. While a policy holds pins or waits to
 prefetch, ``has_pending_push_work`` says True so that the engine keeps stepping (empty
@@ -36,6 +38,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 )
 
 from harness.plugins import compat
+from harness.plugins.host_tier import HostTier
 from harness.plugins.stats import Ledger, PolicyPromMetrics, PolicyStats
 
 logger = logging.getLogger(__name__)
@@ -80,44 +83,8 @@ class CopyMeta(KVConnectorMetadata):
     host_blocks: int = 0
     to_host: list[tuple[int, int]] = field(default_factory=list)  # (device, host)
     to_dev: list[tuple[int, int]] = field(default_factory=list)  # (host, device)
-
-
-class HostTier:
-    """Worker side: one host buffer per KV layer, indexed by host block id."""
-
-    def __init__(self, kv_caches: dict[str, torch.Tensor], num_blocks: int):
-        self.kv = kv_caches
-        self.dim = {n: self._block_dim(t, num_blocks) for n, t in kv_caches.items()}
-        self.host: dict[str, torch.Tensor] = {}
-
-    @staticmethod
-    def _block_dim(t: torch.Tensor, num_blocks: int) -> int:
-        for d in (0, 1):
-            if t.shape[d] == num_blocks:
-                return d
-        raise RuntimeError(f"cannot find the block dimension in KV cache shape {t.shape}")
-
-    def ensure(self, host_blocks: int) -> None:
-        if self.host or host_blocks <= 0:
-            return
-        pin = torch.cuda.is_available()
-        for n, t in self.kv.items():
-            shape = list(t.shape)
-            shape[self.dim[n]] = host_blocks
-            self.host[n] = torch.empty(shape, dtype=t.dtype, device="cpu", pin_memory=pin)
-        logger.info("host tier: %d blocks x %d layers", host_blocks, len(self.kv))
-
-    def copy(self, pairs: list[tuple[int, int]], to_host: bool) -> None:
-        if not pairs:
-            return
-        src_ids, dst_ids = (torch.tensor(x, dtype=torch.long) for x in zip(*pairs))
-        for n, dev in self.kv.items():
-            d, host = self.dim[n], self.host[n]
-            if to_host:
-                host.index_copy_(d, dst_ids, dev.index_select(d, src_ids.to(dev.device)).cpu())
-            else:
-                rows = host.index_select(d, src_ids).to(dev.device, non_blocking=True)
-                dev.index_copy_(d, dst_ids.to(dev.device), rows)
+    to_dev_now: list[tuple[int, int]] = field(default_factory=list)  # read by this forward
+    step: int = 0  # the scheduler's step number (orders the worker's async copies)
 
 
 class PolicyConnector(KVConnectorBase_V1):
@@ -137,6 +104,8 @@ class PolicyConnector(KVConnectorBase_V1):
         self.tier: HostTier | None = None
         self.to_host: list[tuple[int, int]] = []
         self.to_dev: list[tuple[int, int]] = []
+        self.to_dev_now: list[tuple[int, int]] = []
+        self.step = 0
         self.ledger = Ledger(self.POLICY, self.settings)
         if role == KVConnectorRole.SCHEDULER:
             logger.info("%s on vLLM %s: %s", self.POLICY, VLLM_VERSION, self.settings)
@@ -180,10 +149,9 @@ class PolicyConnector(KVConnectorBase_V1):
         meta = self._connector_metadata
         if not isinstance(meta, CopyMeta) or self.tier is None:
             return
-        if meta.to_host or meta.to_dev:
+        if meta.to_host or meta.to_dev or meta.to_dev_now:
             self.tier.ensure(meta.host_blocks)
-            self.tier.copy(meta.to_host, to_host=True)
-            self.tier.copy(meta.to_dev, to_host=False)
+        self.tier.step(meta.step, meta.to_host, meta.to_dev, meta.to_dev_now)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
         return
@@ -220,8 +188,9 @@ class PolicyConnector(KVConnectorBase_V1):
 
     def build_connector_meta(self, scheduler_output: Any) -> KVConnectorMetadata:
         self.on_tick(time.time())
-        meta = CopyMeta(self.host_blocks(), self.to_host, self.to_dev)
-        self.to_host, self.to_dev = [], []
+        meta = CopyMeta(self.host_blocks(), self.to_host, self.to_dev, self.to_dev_now,
+                        self.step)
+        self.to_host, self.to_dev, self.to_dev_now = [], [], []
         self.ledger.maybe_write(force=not self.has_timed_work())  # last tick before idling
         return meta
 

@@ -40,6 +40,7 @@ Holds yield to admission like ``continuum_ttl``'s pins (oldest first).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -95,11 +96,10 @@ class PredictivePrefetchConnector(PolicyConnector):
         super().__init__(vllm_config, role, kv_cache_config)
         self.predictor = predictors.make(self.settings["predictor"], self.settings)
         self.n_host = int(self.settings["host_tier_gb"] * 2**30 // max(self.block_bytes, 1))
-        self.free_slots = list(range(self.n_host - 1, -1, -1))
+        self.free_slots = list(range(self.n_host))  # ascending
         self.entries: dict[str, Entry] = {}
         self.local: dict[str, int] = {}
         self.loads: dict[str, int] = {}  # request id -> first block to load from host
-        self.step = 0
 
     @classmethod
     def resolve_settings(cls, raw: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +118,7 @@ class PredictivePrefetchConnector(PolicyConnector):
             self.ledger.add("offload_skipped")
             return self._sync()
         now, predicted = time.time(), self.predictor.predict(hint)
-        slots = [self.free_slots.pop() for _ in blocks]
+        slots = self._alloc(len(blocks))
         keys = [(b.block_hash, b.block_hash_num_tokens or (i + 1) * self.block_size)
                 for i, b in enumerate(blocks)]
         compat.hold(self.pool, blocks)
@@ -131,19 +131,38 @@ class PredictivePrefetchConnector(PolicyConnector):
             step=self.step + 1, held=blocks)
         self._sync()
 
+    # ---- host slots: a job gets consecutive slots when it can (one copy run per layer) ----
+    def _alloc(self, n: int) -> list[int]:
+        f, start = self.free_slots, 0
+        for i in range(1, len(f) + 1):
+            if i - start == n:
+                break
+            if i < len(f) and f[i] != f[i - 1] + 1:
+                start = i
+        else:
+            start = 0  # fragmented: the lowest free slots
+        out = f[start:start + n]
+        self.free_slots = f[:start] + f[start + n:]
+        return out
+
+    def _free(self, slots: list[int]) -> None:
+        self.free_slots = list(heapq.merge(self.free_slots, sorted(slots)))
+
     # ---- every step: finish offloads, start/land prefetches, expire ----
     def on_tick(self, now: float) -> None:
+        """Several transitions may happen in one tick (saved -> due -> prefetched -> landed)."""
         self.step += 1
         for job, e in list(self.entries.items()):
             if e.expires <= now:
                 self._drop(job)
                 self.ledger.add("pins_expired")
-            elif e.state == "saving" and e.step < self.step:
+                continue
+            if e.state == "saving" and e.step < self.step:
                 self._release(e)
                 e.state = "host"
-            elif e.state == "host" and e.due <= now:
+            if e.state == "host" and e.due <= now:
                 self._prefetch(e, now)
-            elif e.state == "inflight" and e.step < self.step and e.ready <= now:
+            if e.state == "inflight" and e.step < self.step and e.ready <= now:
                 self._land(e)
         self._sync()
 
@@ -155,6 +174,10 @@ class PredictivePrefetchConnector(PolicyConnector):
         if len(missing) > self.pool.get_num_free_blocks():
             compat.release(self.pool, kept)
             return  # no room now; retried next step
+        if not missing:  # everything still in the prefix cache: held again, nothing to copy
+            e.held, e.state = kept, "vram"
+            self.ledger.add("prefetch_cached_blocks", len(kept))
+            return
         new = self.pool.get_new_blocks(len(missing))
         self.to_dev += [(e.slots[i], b.block_id) for i, b in zip(missing, new)]
         e.fresh = [(e.keys[i][0], e.keys[i][1], b) for i, b in zip(missing, new)]
@@ -163,6 +186,7 @@ class PredictivePrefetchConnector(PolicyConnector):
         link = self.settings["link_gb_s"]
         e.ready = now + (nbytes / (link * 1e9) if link > 0 else 0.0)
         self.ledger.add("prefetch_bytes", nbytes)
+        self.ledger.add("prefetch_cached_blocks", len(kept))
 
     def _land(self, e: Entry) -> None:
         for key, ntok, block in e.fresh:
@@ -205,7 +229,7 @@ class PredictivePrefetchConnector(PolicyConnector):
         start = self.loads.pop(request.request_id, None)
         if e is not None and num_external > 0 and start is not None:
             idx = range(start, start + num_external // self.block_size)
-            self.to_dev += [(e.slots[i], block_ids[i]) for i in idx]
+            self.to_dev_now += [(e.slots[i], block_ids[i]) for i in idx]
             self.ledger.add("late_load_bytes", len(idx) * self.block_bytes)
         state = e.state if e else None
         if e is not None:
@@ -228,7 +252,7 @@ class PredictivePrefetchConnector(PolicyConnector):
         e = self.entries.pop(job, None)
         if e is not None:
             self._release(e)
-            self.free_slots += e.slots
+            self._free(e.slots)
 
     def yield_one(self, spare_job: str | None) -> bool:
         for job, e in self.entries.items():

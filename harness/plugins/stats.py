@@ -41,6 +41,8 @@ COUNTERS = {
     "offload_bytes": "Bytes of KV copied from VRAM to the host tier",
     "prefetch_bytes": "Bytes of KV copied from the host tier back into VRAM ahead of a turn",
     "late_load_bytes": "Bytes of KV loaded from the host tier by a turn that came early",
+    "prefetch_cached_blocks": "Blocks a prefetch found still in the prefix cache and held "
+                              "again (no copy needed)",
     "prefetch_hits": "Turns that found their prefetched KV in VRAM",
     "prefetch_late": "Turns that arrived before their prefetch had landed",
     "offload_skipped": "Offloads skipped because the host tier was full",

@@ -6,6 +6,7 @@
 #   bash scripts/device/kvb-device.sh install          # vLLM bundle (+ .kvb-wheels) -> /tmp/site
 #   bash scripts/device/kvb-device.sh probe            # versions, GPU, LMCache ops, plugin seam
 #   bash scripts/device/kvb-device.sh sweep P [P ...]  # the suite's sweep, one policy at a time
+#   bash scripts/device/kvb-device.sh bench            # bench/host_tier_copy.py (plugin copies)
 #
 # `install` needs the three vLLM chunks already copied into /tmp/bundle by earlier calls
 # (../shared/device/README.md) and carry [".vllm-run", ".kvb-wheels"]; later calls carry only
@@ -111,10 +112,16 @@ cmd_sweep() {
   python3 -m launch status "$SWEEP" 2>&1 | tail -20
 }
 
+cmd_bench() {
+  env_sh
+  python3 bench/host_tier_copy.py "$@" 2>&1 | tee "$OUT/host_tier_copy.txt"
+}
+
 case "${1:-}" in
   install) cmd_install ;;
+  bench) shift; cmd_bench "$@" ;;
   probe) cmd_probe ;;
   sweep) shift; cmd_sweep "$@" ;;
   pack) pack ;;
-  *) echo "usage: $0 install|probe|sweep POLICY...|pack"; exit 2 ;;
+  *) echo "usage: $0 install|probe|bench|sweep POLICY...|pack"; exit 2 ;;
 esac
