@@ -69,12 +69,14 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
     warnings = _clock_warnings(data.metrics, data.jobs)
     metrics = why.drop_clock_outliers(data.metrics, data.jobs) if warnings else data.metrics
     winners = stats.winners(cells, samples, boot, o.reference_policy)
+    why_t = why.why_table(valid, turns_ok, metrics, all_ok)
+    warnings += _hit_rate_warnings(why_t)
     res = Results(
         options=o, sweeps=data.sweeps, missing_columns=data.missing_columns, cells=cells,
         jct=jct,
         vs=stats.versus(samples, boot, o.reference_policy),
         winners=winners, per_turn=pt, ratio=ratio,
-        why=why.why_table(valid, turns_ok, metrics, all_ok),
+        why=why_t,
         cached_turn=why.cached_per_turn(turns_ok, valid),
         kv_usage=why.downsample(why.kv_usage(metrics).merge(valid[KEYS], on=KEYS)),
         samples=samples,
@@ -85,6 +87,17 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
     log.info("computed: %d cells (%d valid), %d groups", len(cells), int(cells["valid"].sum()),
              len(winners))
     return res
+
+
+def _hit_rate_warnings(w: pd.DataFrame) -> list[str]:
+    over = w[w["prefix_hit_rate"] > 1.0] if "prefix_hit_rate" in w else w.iloc[:0]
+    if over.empty:
+        return []
+    names = ", ".join(f"{r.policy} jps={r.jps:g} ({r.prefix_hit_rate:.1f})"
+                      for r in over.itertuples())
+    return [f"prefix_hit_rate above 1 in {len(over)} cell(s): {names}. vLLM counts a waiting "
+            "request's prefix hits again at every scheduling step; read cached_frac (the "
+            "responses' cached_tokens) for the share of prompt tokens served from cache."]
 
 
 def _clock_warnings(metrics: pd.DataFrame, jobs: pd.DataFrame) -> list[str]:

@@ -4,7 +4,9 @@ time and offload traffic, per cell.
 Counters are read as increases over the cell (sum of positive steps; a drop is a counter
 reset and counts the new value), summed over series (engines). The prefix-cache hit rate is
 hits / prompt tokens sent: `vllm:prefix_cache_queries_total` counts a waiting request again
-on every scheduling step, so queries are not a denominator (RESEARCH-NOTES). Metrics cover
+on every scheduling step, so queries are not a denominator (RESEARCH-NOTES); hits are counted
+again too, so the rate can exceed 1 where requests wait long (the pipeline warns; read
+`cached_frac`, from the responses' `cached_tokens`, instead). Metrics cover
 the whole cell; turn-based columns follow the job window.
 """
 
@@ -26,9 +28,13 @@ EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"
 PREEMPTIONS = "vllm:num_preemptions_total"
 KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # new name, old name
 OFFLOAD_BYTES = "vllm:kv_offload_total_bytes_total"
+# the kvbench plugins' own transfer counters (harness/plugins/stats.py): host tier <-> VRAM
+PLUGIN_BYTES = {"kvbench:offload_bytes_total": "offload",
+                "kvbench:prefetch_bytes_total": "onload",
+                "kvbench:late_load_bytes_total": "onload"}
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
-COUNTERS = (HITS, QUERIES, EXTERNAL_HITS, PREEMPTIONS, OFFLOAD_BYTES)
+COUNTERS = (HITS, QUERIES, EXTERNAL_HITS, PREEMPTIONS, OFFLOAD_BYTES, *PLUGIN_BYTES)
 METRIC_NAMES = [*COUNTERS, *KV_USAGE, RUNNING, WAITING]
 OFFLOAD_LABELS = {"GPU_to_CPU": "offload", "CPU_to_GPU": "onload"}
 
@@ -52,11 +58,13 @@ def _label_value(labels: pd.Series, key: str) -> pd.Series:
 
 def offload_bytes(inc: pd.DataFrame) -> pd.DataFrame:
     """Offload/onload bytes per cell, one column per transfer_type (named offload/onload for
-    vLLM's GPU_to_CPU/CPU_to_GPU)."""
-    o = inc[inc["name"] == OFFLOAD_BYTES]
+    vLLM's GPU_to_CPU/CPU_to_GPU); the kvbench plugins' host-tier bytes count as offload
+    (VRAM -> host) and onload (prefetches and late loads, host -> VRAM)."""
+    o = inc[inc["name"].isin([OFFLOAD_BYTES, *PLUGIN_BYTES])]
     if o.empty:
         return pd.DataFrame(columns=KEYS)
-    kind = _label_value(o["labels"], "transfer_type").map(lambda t: OFFLOAD_LABELS.get(t, t))
+    vllm_kind = _label_value(o["labels"], "transfer_type").map(lambda t: OFFLOAD_LABELS.get(t, t))
+    kind = o["name"].map(PLUGIN_BYTES).fillna(vllm_kind)
     wide = o.assign(kind="bytes_" + kind).pivot_table(index=KEYS, columns="kind",
                                                       values="increase", aggfunc="sum")
     wide.columns.name = None

@@ -63,6 +63,7 @@ def main() -> int:
     kv = {f"model.layers.{i}.self_attn": torch.randn(shape, dtype=torch.bfloat16, device=dev)
           for i in range(LAYERS)}
     tier = HostTier(kv, args.device_blocks)
+    tier.timing = True
     t = time.perf_counter()
     tier.ensure(nb)
     pin_s = time.perf_counter() - t

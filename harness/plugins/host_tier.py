@@ -70,6 +70,7 @@ class HostTier:
         self.pending: list[tuple[int, torch.cuda.Event]] = []
         self.copied_blocks = 0
         self.runs = 0
+        self.timing = False  # events that can time themselves (bench/host_tier_copy.py)
 
     def ensure(self, host_blocks: int) -> None:
         if self.host or host_blocks <= 0:
@@ -100,7 +101,7 @@ class HostTier:
         self.stream.wait_stream(main)
         with torch.cuda.stream(self.stream):
             self._copy(to_host, to_dev, to_dev_now)
-            ev = torch.cuda.Event()
+            ev = torch.cuda.Event(enable_timing=self.timing)
             ev.record(self.stream)
         if to_dev_now:
             main.wait_event(ev)

@@ -39,7 +39,7 @@ def gauge_max(m: pd.DataFrame, name: str) -> float | None:
 def cell_row(d: Path) -> dict:
     man = json.loads((d / "manifest.json").read_text())
     c = man["cell"]
-    row = {"policy": c["policy"], "jps": c["jps"], "status": man["status"]}
+    row = {"dram": c["dram"], "policy": c["policy"], "jps": c["jps"], "status": man["status"]}
     if not (d / "jobs.parquet").exists():
         row["note"] = (man.get("error") or "").splitlines()[0][:80]
         return row
@@ -74,7 +74,7 @@ def cell_row(d: Path) -> dict:
 
 def table(sweep: Path) -> pd.DataFrame:
     rows = [cell_row(d) for d in sorted(sweep.glob("gpu=*/dram=*/policy=*/jps=*")) if (d / "manifest.json").exists()]
-    return pd.DataFrame(rows).sort_values(["jps", "policy"]).reset_index(drop=True)
+    return pd.DataFrame(rows).sort_values(["dram", "jps", "policy"], ascending=[False, True, True]).reset_index(drop=True)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ DEADLINE=${KVB_DEADLINE_S:-560}
 # has 128 GiB. gpu_memory_utilization 0.35: 11.4 GiB of KV (93,216 tokens, ~6 jobs at their
 # full 16K context) so that 20 jobs press on VRAM about as the seed's 150 did on a full H100
 # (demand/VRAM ~4-5x). The 64 GiB tier then holds all 20 jobs' KV (37 GB): see the report.
-MATRIX=(cluster=lab5090 cluster.node_mem_gb=128 gpu=h100 dram=64 engine=vllm-cuda
+MATRIX=(cluster=lab5090 cluster.node_mem_gb=128 gpu=h100 dram=${KVB_DRAM:-64} engine=vllm-cuda
         experiment=20260407_controlled_sweep experiment.name=h100_validation workload=agent8
         "jps=$JPS" "workload.n_jobs=$N" "engine.gpu_memory_utilization=$GMU" "sweep_dir=$SWEEP")
 # shellcheck disable=SC2206
