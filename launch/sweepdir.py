@@ -110,7 +110,11 @@ def choose(base: DictConfig, cells: dict[str, dict], today: str | None = None) -
     old = sd.meta.get("cells", {})
     if sd.meta.get("base_fingerprint") != bfp:
         keys = _diff_keys(base_identity(old), base_identity(cells)) if old else ["?"]
-        raise ConfigError(_refuse(target, f"config differs in {', '.join(keys[:5])}"))
+        if keys:
+            raise ConfigError(_refuse(target, f"config differs in {', '.join(keys[:5])}"))
+        # Same shared config, other stamp: a folder written before the stamp existed (or by a
+        # release that computed it otherwise). Its recorded cells are the truth: adopt it.
+        sd.meta["base_fingerprint"] = bfp
     for k in sorted(set(old) & set(cells)):
         if old[k] != cells[k]:
             raise ConfigError(_refuse(target, f"cell {k} differs in {', '.join(_diff_keys(old[k], cells[k])[:5])}"))

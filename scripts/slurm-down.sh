@@ -11,22 +11,8 @@ fi
 
 log() { echo "[slurm-down] $*"; }
 
-# stop_pid NAME PIDFILE: SIGTERM the daemon named in PIDFILE, wait up to 20 s, then SIGKILL.
-stop_pid() {
-  local name=$1 pidfile=$2 pid i
-  [[ -s $pidfile ]] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $name (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "$name did not stop, killing it"
-      kill -9 "$pid" 2>/dev/null || true
-    fi
-  fi
-  rm -f "$pidfile"
-}
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 stop_pid slurmd /run/slurmd.pid
 stop_pid slurmctld /run/slurmctld.pid

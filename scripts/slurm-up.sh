@@ -101,19 +101,9 @@ write_if_changed() {
   return 0
 }
 
-# stop_pid NAME PIDFILE: stop a daemon we manage via its pid file and wait for it to exit.
-stop_pid() {
-  local name=$1 pidfile=$2 pid i
-  [[ -s $pidfile ]] || return 0
-  pid=$(cat "$pidfile")
-  if kill -0 "$pid" 2>/dev/null; then
-    log "stopping $name (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-}
+# stop_pid NAME PIDFILE: scripts/lib.sh
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 running() { pgrep -x "$1" >/dev/null 2>&1; }
 

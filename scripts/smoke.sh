@@ -3,9 +3,8 @@
 # (experiment=smoke: local executor, CPU engine, tiny model), then draw its report.
 #   bash scripts/smoke.sh [overrides ...]     e.g. jps=[1,2,4]
 set -euo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-VENV=${KVBENCH_VENV:-.venv}
-[[ $VENV == /* ]] || VENV=$ROOT/$VENV
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+kvb_repo
 bash scripts/setup.sh
 exec "$VENV/bin/python" -m launch sweep "$@"

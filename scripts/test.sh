@@ -8,11 +8,9 @@
 #   KVBENCH_SKIP_SLURM=1    don't touch SLURM (tests marked `slurm` will then fail or skip)
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-
-VENV=${KVBENCH_VENV:-.venv}
-[[ $VENV == /* ]] || VENV=$ROOT/$VENV
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+kvb_repo
 
 bash scripts/setup.sh
 if [[ ${KVBENCH_SKIP_SLURM:-0} != 1 ]]; then

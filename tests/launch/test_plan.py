@@ -170,3 +170,19 @@ def test_local_cuda_cell_asks_submitit_for_its_gpu():
     kept = local_gpu_params(cuda, {"CUDA_VISIBLE_DEVICES": "3"})
     assert kept["local_setup"] == ["export CUDA_VISIBLE_DEVICES=3"]
     assert local_gpu_params(OmegaConf.create({"engine": {"device": "cpu"}}), {}) == {}
+
+
+def test_a_folder_without_the_stamp_is_adopted_when_its_cells_agree(tmp_path):
+    """sweep.json of an older kvbench has no base_fingerprint: the same config resumes it
+    (and stamps it); another config is still refused, naming the keys."""
+    p = make(tmp_path)
+    p.sweep.save()
+    f = p.sweep.path / "sweep.json"
+    meta = json.loads(f.read_text())
+    del meta["base_fingerprint"]
+    f.write_text(json.dumps(meta))
+    again = make(tmp_path)
+    assert again.sweep.path == p.sweep.path
+    assert again.sweep.meta["base_fingerprint"]
+    with pytest.raises(ConfigError, match=r"config differs in workload.n_jobs"):
+        make(tmp_path, "workload.n_jobs=7", f"sweep_dir={p.sweep.path}")
