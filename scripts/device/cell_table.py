@@ -41,7 +41,7 @@ def cell_row(d: Path) -> dict:
     c = man["cell"]
     row = {"dram": c["dram"], "policy": c["policy"], "jps": c["jps"], "status": man["status"]}
     if not (d / "jobs.parquet").exists():
-        row["note"] = (man.get("error") or "").splitlines()[0][:80]
+        row["note"] = ((man.get("error") or "").splitlines() or [""])[0][:80]
         return row
     jobs, turns = pd.read_parquet(d / "jobs.parquet"), pd.read_parquet(d / "turns.parquet")
     m = pd.read_parquet(d / "metrics.parquet")
