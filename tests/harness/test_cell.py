@@ -116,13 +116,18 @@ def _wait_for(pred, timeout_s: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _launch_cell(tmp_path, name: str) -> subprocess.Popen:
+    """`python -m launch cell` of a 30-job fcfs cell at JPS 1, as a scheduler would start it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "launch", "cell", f"results_dir={tmp_path}", "jps=1", "policy=fcfs",
+         f"experiment.name={name}", "workload.n_jobs=30"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def test_server_killed_mid_cell_fails_the_cell_and_leaves_nothing(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", "cell", f"results_dir={tmp_path}", "jps=1", "policy=fcfs", "experiment.name=kill",
-         "workload.n_jobs=30"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+    proc = _launch_cell(tmp_path, "kill")
     try:
         prog = _wait_for(lambda: next(tmp_path.glob("*/gpu=*/*/*/*/progress.json"), None), 400, "the cell to start")
         _wait_for(lambda: json.loads(prog.read_text())["jobs_done"] >= 1, 120, "a job to finish")
@@ -149,12 +154,7 @@ def test_server_killed_mid_cell_fails_the_cell_and_leaves_nothing(tmp_path):
 
 def test_sigterm_to_the_cell_stops_its_server(tmp_path):
     """A scheduler time-out or scancel: the cell unwinds and nothing of the server is left."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "launch", "cell", f"results_dir={tmp_path}", "jps=1", "policy=fcfs", "experiment.name=term",
-         "workload.n_jobs=30"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-    )  # fmt: skip
+    proc = _launch_cell(tmp_path, "term")
     try:
         _wait_for(lambda: server_procs(str(tmp_path)), 120, "the server to start")
         time.sleep(5)
