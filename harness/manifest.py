@@ -27,6 +27,9 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+GIT_ENV = "KVBENCH_GIT_COMMIT"  # read only where the tree has no .git
+
+
 def git_commit() -> dict[str, str | bool | None]:
     def git(*args: str) -> str | None:
         try:
@@ -36,6 +39,9 @@ def git_commit() -> dict[str, str | bool | None]:
         return r.stdout.strip() if r.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
+    if commit is None and os.environ.get(GIT_ENV):
+        # A copy without .git (the device tool's): the commit its sender declared, unverified.
+        return {"commit": os.environ[GIT_ENV], "dirty": None, "declared": True}
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
 

@@ -44,7 +44,11 @@ MATRIX=(cluster=lab5090 cluster.node_mem_gb=128 gpu=h100 dram=${KVB_DRAM:-64} en
 [ -n "${KVB_EXTRA:-}" ] && MATRIX+=(${KVB_EXTRA})
 # The copy the device tool sends has no .git, so manifests there record no commit: pass it in
 # the call's command line (KVB_GIT=<sha>) and it lands in the sweep's log.
-[ -n "${KVB_GIT:-}" ] && echo "kvb-device: repository at ${KVB_GIT} (+ working tree)" | tee -a "$OUT/git.txt"
+# (KVBENCH_GIT_COMMIT: manifests record it as a declared commit, harness/manifest.py).
+if [ -n "${KVB_GIT:-}" ]; then
+  echo "kvb-device: repository at ${KVB_GIT} (+ working tree)" | tee -a "$OUT/git.txt"
+  export KVBENCH_GIT_COMMIT=$KVB_GIT
+fi
 
 env_sh() {
   [ -f .vllm-run/env.sh ] || { echo "kvb-device: carry .vllm-run"; exit 6; }
