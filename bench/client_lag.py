@@ -137,25 +137,23 @@ class _Stub(asyncio.Protocol):
             del self.buf[: end + 4 + size]
             self._request(head, body)
 
+    def _error(self, status: bytes, message: bytes, kind: bytes) -> None:
+        """An OpenAI-style JSON error answer, e.g. status b"404 Not Found"."""
+        msg = b'{"error":{"message":"%s","type":"%s","code":%s}}' % (message, kind, status[:3])
+        self.tr.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+                      b"content-length: %d\r\n\r\n%s" % (status, len(msg), msg))
+
     def _request(self, head: bytes, body: bytes) -> None:
         _Stub.n += 1
         if not head.startswith(b"POST /v1/completions "):
-            msg = b'{"error":{"message":"not found","type":"NotFoundError","code":404}}'
-            self.tr.write(
-                b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(msg), msg)
-            )
+            self._error(b"404 Not Found", b"not found", b"NotFoundError")
             return
         fault = self._fault(body)
         if fault == "drop":  # close before any byte of the answer: the client retries
             self.tr.close()
             return
         if fault == "500":
-            msg = b'{"error":{"message":"stub fault","type":"InternalServerError","code":500}}'
-            self.tr.write(
-                b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%s" % (len(msg), msg)
-            )
+            self._error(b"500 Internal Server Error", b"stub fault", b"InternalServerError")
             return
         m = _PROMPT.search(body)
         ids = m.group(1).strip() if m else b""

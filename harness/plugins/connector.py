@@ -80,7 +80,6 @@ def request_hint(request: Any) -> ReqHint | None:
 
 @dataclass
 class CopyMeta(KVConnectorMetadata):
-    host_blocks: int = 0
     to_host: list[tuple[int, int]] = field(default_factory=list)  # (device, host)
     to_dev: list[tuple[int, int]] = field(default_factory=list)  # (host, device)
     to_dev_now: list[tuple[int, int]] = field(default_factory=list)  # read by this forward
@@ -149,8 +148,6 @@ class PolicyConnector(KVConnectorBase_V1):
         meta = self._connector_metadata
         if not isinstance(meta, CopyMeta) or self.tier is None:
             return
-        if meta.to_host or meta.to_dev or meta.to_dev_now:
-            self.tier.ensure(meta.host_blocks)
         self.tier.step(meta.step, meta.to_host, meta.to_dev, meta.to_dev_now)
 
     def wait_for_layer_load(self, layer_name: str) -> None:
@@ -188,8 +185,7 @@ class PolicyConnector(KVConnectorBase_V1):
 
     def build_connector_meta(self, scheduler_output: Any) -> KVConnectorMetadata:
         self.on_tick(time.time())
-        meta = CopyMeta(self.host_blocks(), self.to_host, self.to_dev, self.to_dev_now,
-                        self.step)
+        meta = CopyMeta(self.to_host, self.to_dev, self.to_dev_now, self.step)
         self.to_host, self.to_dev, self.to_dev_now = [], [], []
         self.ledger.maybe_write(force=not self.has_timed_work())  # last tick before idling
         return meta

@@ -142,9 +142,3 @@ class HostTier:
     def _count(self, ids: list[int]) -> None:
         self.copied_blocks += len(ids)
         self.runs += 1
-
-    def copy(self, pairs: Pairs, to_host: bool) -> None:
-        """Synchronous copy (tests): ``pairs`` are (device, host) or (host, device)."""
-        self._copy(pairs if to_host else (), () if to_host else pairs, ())
-        if self.cuda:
-            torch.cuda.current_stream(self.device).synchronize()

@@ -61,7 +61,6 @@ MODULE = "harness.plugins.predictive_prefetch"
 CONNECTOR = "PredictivePrefetchConnector"
 
 
-
 def server_args(settings: dict[str, Any] | None = None) -> list[str]:
     return kv_transfer_args(CONNECTOR, MODULE, resolve(POLICY, SCHEMA, settings))
 
@@ -174,9 +173,9 @@ class PredictivePrefetchConnector(PolicyConnector):
         if len(missing) > self.pool.get_num_free_blocks():
             compat.release(self.pool, kept)
             return  # no room now; retried next step
+        self.ledger.add("prefetch_cached_blocks", len(kept))
         if not missing:  # everything still in the prefix cache: held again, nothing to copy
             e.held, e.state = kept, "vram"
-            self.ledger.add("prefetch_cached_blocks", len(kept))
             return
         new = self.pool.get_new_blocks(len(missing))
         self.to_dev += [(e.slots[i], b.block_id) for i, b in zip(missing, new)]
@@ -186,7 +185,6 @@ class PredictivePrefetchConnector(PolicyConnector):
         link = self.settings["link_gb_s"]
         e.ready = now + (nbytes / (link * 1e9) if link > 0 else 0.0)
         self.ledger.add("prefetch_bytes", nbytes)
-        self.ledger.add("prefetch_cached_blocks", len(kept))
 
     def _land(self, e: Entry) -> None:
         for key, ntok, block in e.fresh:

@@ -14,16 +14,17 @@ import shutil
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-METRICS = {
-    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
-    "vllm:num_preemptions_total", "vllm:prefix_cache_hits_total",
-    "vllm:prefix_cache_queries_total", "vllm:external_prefix_cache_hits_total",
-    "vllm:external_prefix_cache_queries_total", "vllm:kv_offload_total_bytes_total",
-    "vllm:prompt_tokens_total",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from analysis import why  # noqa: E402
+
+# what the analysis reads (analysis.why), and two more series cell_table.py and readers of
+# the fixture use
+METRICS = {*why.METRIC_NAMES, "vllm:external_prefix_cache_queries_total",
+           "vllm:prompt_tokens_total"}
 KEEP = ("manifest.json", "DONE", "turns.parquet", "jobs.parquet")
 
 
@@ -37,7 +38,7 @@ def reduce_cell(src: Path, dst: Path) -> None:
     if (src / "metrics.parquet").exists():
         t = pq.read_table(src / "metrics.parquet")
         names = t.column("name")
-        keep = pc.or_(pc.is_in(names, value_set=__import__("pyarrow").array(sorted(METRICS))),
+        keep = pc.or_(pc.is_in(names, value_set=pa.array(sorted(METRICS))),
                       pc.and_(pc.starts_with(names, "kvbench:"), pc.ends_with(names, "_total")))
         pq.write_table(t.filter(keep), dst / "metrics.parquet", compression="zstd")
 
