@@ -65,13 +65,18 @@ def cell_state(cell_dir: Path, sched: str | None) -> tuple[str, str]:
         d = json.loads(prog.read_text())
         return "running", f"jobs {d.get('jobs_done')}/{d.get('jobs_total')}"
     man = cell_dir / "manifest.json"
-    failed_sched = sched is not None and sched.split()[0] not in ACTIVE | {"COMPLETED", "UNKNOWN"}
-    if man.exists() and json.loads(man.read_text()).get("status") == "failed" or failed_sched:
-        err = json.loads(man.read_text()).get("error", "") if man.exists() else ""
+    meta = json.loads(man.read_text()) if man.exists() else {}
+    active = sched is not None and sched.split()[0] in ACTIVE
+    failed_sched = sched is not None and not active and sched.split()[0] not in {"COMPLETED", "UNKNOWN"}
+    # A failed attempt whose job is still queued or running (requeued after a pre-emption or a
+    # time-out signal) is not a failed cell: it gets another attempt.
+    if meta.get("status") == "failed" and not active or failed_sched:
         tail = _tail(cell_dir / "client.log") or _tail(cell_dir / "server.log")
-        return "failed", "\n".join(x for x in (err[:300], tail) if x)
-    if sched is not None and sched.split()[0] in ACTIVE:
-        return ("running" if sched.startswith("RUNNING") else "pending"), ""
+        return "failed", "\n".join(x for x in (meta.get("error", "")[:300], tail) if x)
+    if active:
+        retry = (meta.get("error") or "").splitlines()[:1] if meta.get("status") == "failed" else []
+        detail = f"requeued after: {retry[0][:120]}" if retry else ""
+        return ("running" if sched.startswith("RUNNING") else "pending"), detail
     return "pending", ""
 
 
