@@ -14,12 +14,14 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from analysis import page, pipeline, plotkit, stats, style
+from analysis.load import cell_of
 from analysis.page import Col
 from analysis.report import write_table, write_text
+from harness.cellkey import NAMES
 
 log = logging.getLogger(__name__)
 
-CELL = ["gpu", "dram", "policy", "jps"]  # a cell without its sweep
+CELL = list(NAMES)  # a cell without its sweep
 
 
 @dataclass
@@ -128,8 +130,7 @@ def _figure(d: pd.DataFrame, names: tuple[str, str], out: Path) -> plotkit.Figur
 
 def _html(d: pd.DataFrame, t: pd.DataFrame, fig: plotkit.FigureFile, names: tuple[str, str],
           o: pipeline.Options) -> str:
-    d = d.assign(cell=[f"gpu={g}/dram={dr}/policy={p}/jps={j:g}" for g, dr, p, j in
-                       zip(d["gpu"], d["dram"], d["policy"], d["jps"], strict=True)],
+    d = d.assign(cell=[cell_of(r).rel_dir for r in d.to_dict("records")],
                  ci=[page.ci(lo, hi, "%") for lo, hi in zip(d["ci_lo"], d["ci_hi"],
                                                            strict=True)])
     cols = [Col("cell", "cell", cls="l"), Col("state_a", "state A", cls="l"),
@@ -142,8 +143,7 @@ def _html(d: pd.DataFrame, t: pd.DataFrame, fig: plotkit.FigureFile, names: tupl
     wide = t.pivot_table(index=CELL, columns="turn", values="diff_pct")
     wide.columns = [f"T{c}" for c in wide.columns]
     wide = wide.reset_index()
-    wide["cell"] = [f"gpu={g}/dram={dr}/policy={p}/jps={j:g}" for g, dr, p, j in
-                    zip(wide["gpu"], wide["dram"], wide["policy"], wide["jps"], strict=True)]
+    wide["cell"] = [cell_of(r).rel_dir for r in wide.to_dict("records")]
     tcols = [Col("cell", "cell", cls="l")] + [Col(c, f"{c} B vs A", page.pct)
                                                for c in wide.columns if c.startswith("T")]
     sections = [
@@ -177,7 +177,7 @@ def compare(a: str | Path, b: str | Path, out: str | Path | None = None,
 def summary(c: Comparison) -> str:
     lines = [f"{'cell':44} {'A (s)':>9} {'B (s)':>9} {'B vs A':>8}  CI              verdict"]
     for r in c.cells.to_dict("records"):
-        cell = f"gpu={r['gpu']}/dram={r['dram']}/policy={r['policy']}/jps={r['jps']:g}"
+        cell = cell_of(r).rel_dir
         lines.append(f"{cell:44} {page.num(4)(r['mean_jct_s_a']):>9} "
                      f"{page.num(4)(r['mean_jct_s_b']):>9} {page.pct(r['diff_pct']):>8}  "
                      f"{page.ci(r['ci_lo'], r['ci_hi'], '%'):15} {r['verdict']}")

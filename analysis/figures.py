@@ -1,10 +1,15 @@
-"""The report's figures (matplotlib, Agg): PNG and SVG of each.
+"""The report's figures (matplotlib, Agg): PNG and SVG of each, drawn by FigurePool.
+
+Each figure is registered once, by `@figure(...)` on its draw function (analysis.figreg says
+what the registration carries); that is the only place to add one. The tasks, the workers'
+order and the report's placement are derived from the registry (a cost is about one task's
+drawing time in tenths of a second on the tests' synthetic sweep). Here:
 
 - jct_vs_jps: average JCT against JPS, log scale, a panel per GPU x DRAM (seed 2.1, 2.2)
 - tlast_t1: T<last>/T1 against JPS, a panel per GPU x DRAM (seed 3.5)
 - why: hit rate, cached tokens, preemptions, offload bytes, KV usage against JPS
 - validity: every cell's state
-- per_turn_dram<d>, cached_per_turn_dram<d>, kv_usage_dram<d>: see figures_turns
+- per_turn, cached_per_turn, kv_usage (one per DRAM size): in figures_turns
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import multiprocessing as mp
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,6 +28,7 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
 from analysis import figures_turns, plotkit, reference, style
+from analysis.figreg import FIGURES, figure
 from analysis.load import KEYS
 from analysis.pipeline import Results
 from analysis.plotkit import FigureFile
@@ -52,8 +59,8 @@ def _draw_metric(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: s
         x = rows["jps"].map(xpos).to_numpy(float)
         y = rows[col].where(rows["valid"]).to_numpy(float)
         ls = ls_override or plotkit.sweep_style(sweeps, s)
-        kw = {"color": color, "marker": style.policy_marker(p), "ls": ls, "ms": 6,
-              "label": style.policy_label(p) + label_suffix}
+        kw: dict[str, Any] = {"color": color, "marker": style.policy_marker(p), "ls": ls,
+                              "ms": 6, "label": style.policy_label(p) + label_suffix}
         if lo and hi and np.isfinite(y).any():
             err = np.vstack([y - rows[lo].to_numpy(float), rows[hi].to_numpy(float) - y])
             ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), capsize=3, **kw)
@@ -93,6 +100,7 @@ def _subtitle(res: Results, cells: pd.DataFrame) -> str:
     return text
 
 
+@figure(name="jct_vs_jps", cost=7.5, section="jct", order=10)
 def jct_vs_jps(res: Results, out: Path) -> FigureFile:
     cells = res.cells
     panels = plotkit.gpu_dram_panels(cells)
@@ -139,6 +147,7 @@ def _seed_ratio(ax: plt.Axes, ref: pd.DataFrame, gpu: str, dram: int, cells: pd.
     return hit
 
 
+@figure(name="tlast_t1", cost=7, section="tlast", order=30)
 def tlast_t1(res: Results, out: Path) -> FigureFile:
     cells = res.cells
     panels = plotkit.gpu_dram_panels(cells)
@@ -175,6 +184,7 @@ WHY_ROWS = [  # column(s), y label, scale
 ]
 
 
+@figure(name="why", cost=23, section="why", order=40)
 def why(res: Results, out: Path) -> FigureFile:
     cells = res.cells
     panels = plotkit.gpu_dram_panels(cells)
@@ -208,6 +218,7 @@ def why(res: Results, out: Path) -> FigureFile:
     return plotkit.save(fig, out, "why", "Why (per cell)", caption)
 
 
+@figure(name="validity", cost=4, section="validity", order=70)
 def validity(res: Results, out: Path) -> FigureFile:
     cells = res.cells.copy()
     order = style.policy_order(cells["policy"].unique())
@@ -241,28 +252,19 @@ def validity(res: Results, out: Path) -> FigureFile:
     return plotkit.save(fig, out, "validity", "Cell validity", caption)
 
 
-_SINGLE = {"jct_vs_jps": jct_vs_jps, "tlast_t1": tlast_t1, "why": why, "validity": validity}
-_PER_DRAM = {"per_turn": figures_turns.per_turn, "cached_per_turn": figures_turns.cached_per_turn,
-             "kv_usage": figures_turns.kv_usage}
-ORDER = ["jct_vs_jps", "per_turn", "tlast_t1", "why", "cached_per_turn", "kv_usage", "validity"]
-COST_ORDER = ["why", "per_turn", "cached_per_turn", "kv_usage", "jct_vs_jps", "tlast_t1",
-              "validity"]  # longest first, so that two workers end together
-
-
 def _tasks(res: Results) -> list[tuple[str, int | None]]:
-    tasks: list[tuple[str, int | None]] = []
-    for name in ORDER:
-        if name in _SINGLE:
-            tasks.append((name, None))
-        else:
-            tasks += [(name, d) for d in figures_turns.drams(res)]
-    return tasks
+    """(figure, DRAM size or None) in report order: one task per DRAM size of a per_dram one."""
+    drams = figures_turns.drams(res)
+    return [(f.name, d) for f in FIGURES for d in (drams if f.per_dram else [None])]
 
 
 def draw_one(res: Results, out: Path, name: str, dram: int | None) -> list[FigureFile]:
-    if name in _SINGLE:
-        return [_SINGLE[name](res, out)]
-    return _PER_DRAM[name](res, out, dram)
+    return FIGURES[name].run(res, out, dram)
+
+
+def by_cost(tasks: list[tuple[str, int | None]]) -> list[tuple[str, int | None]]:
+    """Most costly first, so that the workers end together (ties keep the report order)."""
+    return sorted(tasks, key=lambda t: -FIGURES[t[0]].cost)
 
 
 def _warm() -> None:
@@ -300,8 +302,7 @@ class FigurePool:
         if self.ex is None:
             figs = [f for t in tasks for f in draw_one(res, out, *t)]
         else:
-            by_cost = sorted(tasks, key=lambda t: COST_ORDER.index(t[0]))
-            futures = {t: self.ex.submit(draw_one, res, out, *t) for t in by_cost}
+            futures = {t: self.ex.submit(draw_one, res, out, *t) for t in by_cost(tasks)}
             figs = [f for t in tasks for f in futures[t].result()]
         log.info("drew %d figures in %s", len(figs), out)
         return figs

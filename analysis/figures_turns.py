@@ -1,5 +1,7 @@
 """Figures with a panel per GPU and JPS, one figure per DRAM size (seed section 3):
-per-turn latency, cached prompt tokens per turn, KV-cache usage over time."""
+per-turn latency, cached prompt tokens per turn, KV-cache usage over time. Each is registered
+by its `@figure(..., per_dram=True)` (see analysis.figreg): drawn once per DRAM size, as
+`<name>_dram<D>`."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pandas as pd
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from analysis import plotkit, reference, style
+from analysis.figreg import figure
 from analysis.load import KEYS
 from analysis.pipeline import Results
 from analysis.plotkit import FigureFile
@@ -134,6 +137,7 @@ def _seed_turns(ax: plt.Axes, ref: pd.DataFrame, cells: pd.DataFrame, gpu: str, 
     return hit
 
 
+@figure(name="per_turn", cost=9, section="per-turn", order=20, per_dram=True)
 def per_turn(res: Results, out: Path, dram: int | None = None) -> list[FigureFile]:
     n_turns = int(res.per_turn["turn"].max()) if len(res.per_turn) else 8
     values = by_cell(res.per_turn)
@@ -151,6 +155,8 @@ def per_turn(res: Results, out: Path, dram: int | None = None) -> list[FigureFil
                     "latency (s)", draw, dram)
 
 
+@figure(name="cached_per_turn", cost=8.5, section="why", order=50, after_table=True,
+        per_dram=True)
 def cached_per_turn(res: Results, out: Path, dram: int | None = None) -> list[FigureFile]:
     if res.cached_turn["mean_cached_tokens"].notna().sum() == 0:
         return []
@@ -172,6 +178,7 @@ def cached_per_turn(res: Results, out: Path, dram: int | None = None) -> list[Fi
                     "mean prompt tokens).", "tokens", draw, dram)
 
 
+@figure(name="kv_usage", cost=8, section="why", order=60, after_table=True, per_dram=True)
 def kv_usage(res: Results, out: Path, dram: int | None = None) -> list[FigureFile]:
     if res.kv_usage.empty:
         return []

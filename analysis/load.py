@@ -1,17 +1,20 @@
 """Read one or several sweep folders (docs/records.md) into pandas frames.
 
-A sweep is `results/<YYYYMMDD>_<name>/` with `sweep.json` and Hive-style cell folders
-`gpu=<g>/dram=<d>/policy=<p>/jps=<j>/`. Parquet files are read with `pyarrow.dataset`
-(Hive partitioning adds gpu/dram/policy/jps to every row); a `sweep` column names the
-sweep folder. Cells that the sweep's matrix names but that have no folder yet are kept
-as rows of `cells` without data, so a partial or running sweep reads like a finished one.
+A sweep is `results/<YYYYMMDD>_<name>/` with `sweep.json` and one folder per cell
+(`harness.cellkey.CellKey.rel_dir`). A cell's axis values come from its manifest
+(`harness.records.Manifest`), the folder name only where no manifest can be read. Parquet
+files are read with one `pyarrow.dataset` per kind whose per-file partition expressions
+carry those values, so every row gets the axis columns; a `sweep` column names the sweep
+folder. Cells that the sweep's matrix names but that have no folder yet are kept as rows of
+`cells` without data, so a partial or running sweep reads like a finished one.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
 import json
 import logging
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,17 +22,25 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from harness import records
+from harness.cellkey import (
+    ARROW_SCHEMA,
+    AXES,
+    NAMES,
+    PANDAS_DTYPES,
+    CellKey,
+    CellKeyError,
+    fmt_value,
+    iter_cell_dirs,
+)
 
 log = logging.getLogger(__name__)
 
-PART_SCHEMA = pa.schema(
-    [("gpu", pa.string()), ("dram", pa.int32()), ("policy", pa.string()), ("jps", pa.float64())]
-)
-PARTITIONING = ds.partitioning(PART_SCHEMA, flavor="hive")
-KEYS = ["sweep", "gpu", "dram", "policy", "jps"]  # one cell
-CELL_GLOB = "gpu=*/dram=*/policy=*/jps=*"
-FILES = ("turns", "jobs", "metrics")
+KEYS = ["sweep", *NAMES]  # one cell
+FILES = tuple(records.SCHEMAS)  # turns, jobs, metrics
 
 TURN_COLUMNS = [
     "job_id", "turn", "n_turns", "latency_s", "ttft_s", "prompt_tokens",
@@ -76,35 +87,45 @@ def _get(d: Any, *path: str) -> Any:
     return d
 
 
-def _cell_key(rel: str) -> dict[str, Any]:
+def _manifest(folder: Path) -> tuple[records.Manifest | None, str | None]:
+    raw, error = _read_json(folder / records.MANIFEST)
+    if not raw:
+        return None, error
     try:
-        expr = PARTITIONING.parse(rel + "/")  # the last segment must be a folder
-    except (pa.ArrowInvalid, ValueError) as e:
-        raise SweepError(f"cell folder {rel!r} does not parse as gpu/dram/policy/jps: {e}") from e
-    return ds.get_partition_keys(expr)
+        return records.Manifest.from_json(raw), None
+    except (CellKeyError, ValueError, TypeError) as e:
+        log.warning("cannot read %s: %s", folder / records.MANIFEST, e)
+        return None, f"{type(e).__name__}: {e}"
 
 
-def _cell_row(sweep: str, root: Path, folder: Path) -> dict[str, Any]:
+def _cell_row(sweep: str, root: Path, folder: Path, path_key: CellKey) -> dict[str, Any]:
     rel = folder.relative_to(root).as_posix()
-    manifest, manifest_error = _read_json(folder / "manifest.json")
-    progress, _ = _read_json(folder / "progress.json")
-    row: dict[str, Any] = {"sweep": sweep, **_cell_key(rel), "path": rel, "folder": True}
+    man, manifest_error = _manifest(folder)
+    progress, _ = _read_json(folder / records.PROGRESS)
+    key = man.cell if man is not None else path_key
+    if key != path_key:
+        log.warning("sweep %s: %s holds the manifest of %s; using the manifest's", sweep, rel,
+                    key.rel_dir)
+    client = man.client if man is not None else None
+    wl = man.workload if man is not None else {}
+    row: dict[str, Any] = {"sweep": sweep, **key.as_dict(), "path": rel, "folder": True}
     row.update({f"has_{f}": (folder / f"{f}.parquet").is_file() for f in FILES})
     row.update(
-        done=(folder / "DONE").exists(),
-        has_manifest=bool(manifest),
+        done=records.is_done(folder),
+        has_manifest=man is not None,
         manifest_error=manifest_error,
-        manifest_status=_get(manifest, "status"),
-        failure=_get(manifest, "error"),
-        lag_flag=_get(manifest, "client", "lag_flag"),
-        lag_p50_s=_get(manifest, "client", "lag_p50_s"),
-        lag_p99_s=_get(manifest, "client", "lag_p99_s"),
-        lag_max_s=_get(manifest, "client", "lag_max_s"),
-        n_jobs_spec=_get(manifest, "workload", "n_jobs"),
-        n_turns_spec=_get(manifest, "workload", "n_turns"),
-        seed=_get(manifest, "workload", "seed"),
-        engine=_get(manifest, "engine", "name"),
-        engine_version=_get(manifest, "engine", "version"),
+        manifest_status=man.status if man is not None else None,
+        failure=man.error if man is not None else None,
+        lag_flag=client.lag_flag if client else None,
+        lag_p50_s=client.lag_p50_s if client else None,
+        lag_p99_s=client.lag_p99_s if client else None,
+        lag_max_s=client.lag_max_s if client else None,
+        n_jobs_spec=wl.get("n_jobs"),
+        n_turns_spec=wl.get("n_turns"),
+        seed=wl.get("seed"),
+        engine=man.engine.name if man is not None else None,
+        engine_version=(man.engine.installed_version or man.engine.pinned_version)
+        if man is not None else None,
         progress_done=_get(progress, "jobs_done"),
         progress_total=_get(progress, "jobs_total"),
     )
@@ -112,30 +133,33 @@ def _cell_row(sweep: str, root: Path, folder: Path) -> dict[str, Any]:
 
 
 def _matrix_cells(sweep: str, matrix: Any) -> list[dict[str, Any]]:
-    """Cells that sweep.json's matrix names: a list of cell paths, or lists per key as in
-    conf/experiment (gpu, dram, dram_by_gpu, policy, jps). Empty when it does not parse."""
-    if isinstance(matrix, list):
-        try:
-            return [{"sweep": sweep, **_cell_key(str(c).strip("/"))} for c in matrix]
-        except SweepError as e:
-            log.warning("sweep %s: matrix in sweep.json not understood (%s)", sweep, e)
-            return []
-    if not isinstance(matrix, dict):
-        return []
+    """Cells that sweep.json's matrix names: a list of cell paths (what launch writes), or
+    lists per axis as in conf/experiment (with ``dram_by_gpu``). Empty when it does not
+    parse."""
     try:
-        gpus, policies = list(matrix["gpu"]), list(matrix["policy"])
-        jpss = [float(j) for j in matrix["jps"]]
-        drams = [int(d) for d in matrix.get("dram") or []]
-        by_gpu = {str(g): int(d) for g, d in (matrix.get("dram_by_gpu") or {}).items()}
-    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(matrix, list):
+            keys = [CellKey.from_rel(str(c)) for c in matrix]
+        elif isinstance(matrix, dict):
+            keys = _expand(matrix)
+        else:
+            return []
+    except (CellKeyError, KeyError, TypeError, ValueError) as e:
         log.warning("sweep %s: matrix in sweep.json not understood (%s); using folders only",
                     sweep, e)
         return []
-    out = []
-    for g, p, j in itertools.product(gpus, policies, jpss):
-        for d in [by_gpu[str(g)]] if str(g) in by_gpu else drams:
-            out.append({"sweep": sweep, "gpu": str(g), "dram": d, "policy": str(p), "jps": j})
-    return out
+    return [{"sweep": sweep, **k.as_dict()} for k in keys]
+
+
+def _expand(matrix: dict[str, Any]) -> list[CellKey]:
+    partial: list[dict[str, Any]] = [{}]
+    for a in AXES:
+        by_gpu = {str(g): v for g, v in (matrix.get(f"{a.name}_by_gpu") or {}).items()}
+        if a.name not in matrix and not by_gpu and a.has_legacy:
+            continue  # an axis the sweep predates: its legacy value
+        partial = [{**p, a.name: v} for p in partial
+                   for v in ([by_gpu[str(p.get("gpu"))]] if str(p.get("gpu")) in by_gpu
+                             else list(matrix[a.name] or []))]
+    return [CellKey.from_mapping(p) for p in partial]
 
 
 def discover(path: Path, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -143,19 +167,21 @@ def discover(path: Path, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
     if not path.is_dir():
         raise SweepError(f"{path} is not a folder")
     meta, _ = _read_json(path / "sweep.json")
-    rows = [_cell_row(name, path, f) for f in sorted(path.glob(CELL_GLOB)) if f.is_dir()]
+    try:
+        rows = [_cell_row(name, path, f, k) for f, k in iter_cell_dirs(path)]
+    except CellKeyError as e:
+        raise SweepError(str(e)) from e
     if not rows and not meta:
-        raise SweepError(f"{path} has neither sweep.json nor cell folders ({CELL_GLOB})")
+        raise SweepError(f"{path} has neither sweep.json nor cell folders "
+                         f"({'/'.join(f'{n}=*' for n in NAMES)})")
     cells = pd.DataFrame(rows, columns=None if rows else KEYS)
     matrix = meta.get("matrix")
     if not matrix and isinstance(meta.get("cells"), dict):
         matrix = list(meta["cells"])
-    expected = pd.DataFrame(_matrix_cells(name, matrix), columns=KEYS)
+    expected = normalize_keys(pd.DataFrame(_matrix_cells(name, matrix), columns=KEYS))
     if len(expected):
-        found = cells[KEYS] if len(cells) else pd.DataFrame(columns=KEYS)
-        found = found.astype({"dram": "int64", "jps": "float64"})
-        merged = expected.astype({"dram": "int64"}).merge(found, on=KEYS, how="left",
-                                                          indicator=True)
+        found = normalize_keys(cells[KEYS] if len(cells) else pd.DataFrame(columns=KEYS))
+        merged = expected.merge(found, on=KEYS, how="left", indicator=True)
         absent = merged[merged["_merge"] == "left_only"][KEYS]
         if len(absent):
             log.info("sweep %s: %d cell(s) of the matrix have no folder", name, len(absent))
@@ -166,19 +192,27 @@ def discover(path: Path, name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
 def _dataset_schema(files: list[str]) -> pa.Schema:
     schemas = [pq.read_schema(f) for f in files]
     unified = pa.unify_schemas(schemas, promote_options="permissive")
-    fields = [f for f in unified if f.name not in PART_SCHEMA.names]
-    return pa.schema(fields + list(PART_SCHEMA))
+    fields = [f for f in unified if f.name not in ARROW_SCHEMA.names]
+    return pa.schema(fields + list(ARROW_SCHEMA))
 
 
-def read_files(root: Path, files: list[str], columns: list[str],
+def _partition(key: CellKey) -> ds.Expression:
+    """The cell's axis values as a dataset partition expression (each row gets them)."""
+    parts = [ds.field(a.name) == pa.scalar(getattr(key, a.name), a.arrow) for a in AXES]
+    return functools.reduce(operator.and_, parts)
+
+
+def read_files(files: list[str], keys: list[CellKey], columns: list[str],
                filter_: ds.Expression | None = None) -> tuple[pa.Table, list[str]]:
-    """One parquet kind of one sweep, with partition columns; also the columns it lacked."""
+    """One parquet kind of one sweep, with the axis columns of each file's cell; also the
+    columns it lacked."""
     schema = _dataset_schema(files)
-    dataset = ds.dataset(files, schema=schema, format="parquet", partitioning=PARTITIONING,
-                         partition_base_dir=str(root))
+    dataset = ds.FileSystemDataset.from_paths(
+        files, schema=schema, format=ds.ParquetFileFormat(), filesystem=pafs.LocalFileSystem(),
+        partitions=[_partition(k) for k in keys])
     present = [c for c in columns if c in schema.names]
     missing = [c for c in columns if c not in schema.names]
-    table = dataset.to_table(columns=present + list(PART_SCHEMA.names), filter=filter_)
+    table = dataset.to_table(columns=present + list(ARROW_SCHEMA.names), filter=filter_)
     for c in missing:
         table = table.append_column(c, pa.nulls(len(table), pa.float64()))
     return table, missing
@@ -186,9 +220,8 @@ def read_files(root: Path, files: list[str], columns: list[str],
 
 def _empty(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype="float64") for c in columns}).assign(
-        sweep=pd.Series(dtype="str"), gpu=pd.Series(dtype="str"),
-        dram=pd.Series(dtype="int32"), policy=pd.Series(dtype="str"),
-        jps=pd.Series(dtype="float64"))
+        sweep=pd.Series(dtype="str"),
+        **{n: pd.Series(dtype=t) for n, t in PANDAS_DTYPES.items()})
 
 
 def _read_kind(root: Path, name: str, cells: pd.DataFrame, kind: str, columns: list[str],
@@ -198,7 +231,8 @@ def _read_kind(root: Path, name: str, cells: pd.DataFrame, kind: str, columns: l
     files = [str(root / p / f"{kind}.parquet") for p in have["path"]]
     if not files:
         return _empty(columns)
-    table, lacking = read_files(root, files, columns, filter_)
+    keys = [CellKey.from_mapping(r) for r in have[list(NAMES)].to_dict("records")]
+    table, lacking = read_files(files, keys, columns, filter_)
     if lacking:
         log.warning("sweep %s: %s.parquet lacks column(s) %s", name, kind, lacking)
         missing.setdefault(kind, []).extend(c for c in lacking if c not in missing.get(kind, []))
@@ -241,7 +275,16 @@ def load(paths: list[str | Path], metric_names: list[str] | None = None) -> Swee
     return SweepData(cells, out["turns"], out["jobs"], out["metrics"], sweeps, missing)
 
 
+def cell_of(row: Any) -> CellKey:
+    """The CellKey of a frame row (a Series or a dict with the axis columns)."""
+    return CellKey.from_mapping({n: row[n] for n in NAMES})
+
+
+def group_of(row: Any, without: str = "policy") -> str:
+    """A group of cells (all axes but ``without``) as a path: ``gpu=h100/dram=64/jps=3``."""
+    return "/".join(f"{n}={fmt_value(row[n])}" for n in NAMES if n != without)
+
+
 def normalize_keys(df: pd.DataFrame) -> pd.DataFrame:
     """Same dtypes for the cell keys in every frame, so that merges line up."""
-    return df.astype({"sweep": "str", "gpu": "str", "dram": "int64", "policy": "str",
-                      "jps": "float64"})
+    return df.astype({"sweep": "str", **PANDAS_DTYPES})

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import matplotlib
 
@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
@@ -43,6 +44,7 @@ class FigureFile:
     caption: str
     png: Path
     svg: Path
+    figure: str = ""  # the registered figure that drew it (analysis.figreg); "" when none
 
 
 def save(fig: plt.Figure, out: Path, name: str, title: str, caption: str) -> FigureFile:
@@ -73,7 +75,8 @@ def gpu_dram_panels(cells: pd.DataFrame) -> list[tuple[str, int]]:
 
 def grid(nrows: int, ncols: int, panel_w: float = 4.2, panel_h: float = 2.9, n: int | None = None,
          left: float = 0.85, bottom: float = 1.15, top: float = 0.95, wgap: float = 0.8,
-         hgap: float = 0.7, sharex: bool | str = False) -> tuple[plt.Figure, np.ndarray]:
+         hgap: float = 0.7, sharex: bool | Literal["col", "row", "all", "none"] = False
+         ) -> tuple[plt.Figure, np.ndarray]:
     """A figure of nrows x ncols panels of fixed size in inches, margins in inches (no
     tight_layout: text extents are costly to measure and the layout is known in advance).
     Panels past n are hidden. With sharex, only the bottom row labels its x ticks (tick
@@ -161,14 +164,15 @@ def invalid_box(ax: plt.Axes, cells: pd.DataFrame) -> None:
 
 def legend(fig: plt.Figure, cells: pd.DataFrame, extras: Iterable[str] = ()) -> None:
     """One legend under the panels: policies (colour), sweeps (line style), marks used."""
-    handles = [Line2D([], [], color=style.policy_color(p), marker=style.policy_marker(p),
-                      label=style.policy_label(p))
-               for p in style.policy_order(cells["policy"].unique())]
+    handles: list[Artist] = [
+        Line2D([], [], color=style.policy_color(p), marker=style.policy_marker(p),
+               label=style.policy_label(p))
+        for p in style.policy_order(cells["policy"].unique())]
     sweeps = sorted(cells["sweep"].unique())
     if len(sweeps) > 1:
         handles += [Line2D([], [], color="#444", ls=sweep_style(sweeps, s), label=s)
                     for s in sweeps]
-    marks = {
+    marks: dict[str, Artist] = {
         "seed": Line2D([], [], color="#444", marker="*", ms=12, mfc="#ddd", mec="black",
                        ls="none", label="seed value (research update)"),
         "seed_band": plt.Rectangle((0, 0), 1, 1, fc="#999", alpha=0.3,

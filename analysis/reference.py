@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.load import KEYS, group_of
 from analysis.validity import cell_label
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def _mid(r: dict) -> float:
 
 def _ours(r: dict, cell: dict, t: dict[str, pd.DataFrame]) -> tuple[str, float, float]:
     """Our value for reference row r at one cell: (text, low, high)."""
-    key = tuple(cell[k] for k in ("sweep", "gpu", "dram", "policy", "jps"))
+    key = tuple(cell[k] for k in KEYS)
     m = r["metric"]
     if m == "mean_jct_s":
         v = t["jct"].get(key, math.nan)
@@ -113,7 +114,7 @@ def _ours(r: dict, cell: dict, t: dict[str, pd.DataFrame]) -> tuple[str, float, 
 
 
 def _lookups(jct: pd.DataFrame, pt: pd.DataFrame, ratio: pd.DataFrame) -> dict:
-    keys = ["sweep", "gpu", "dram", "policy", "jps"]
+    keys = KEYS
     return {
         "jct": jct.set_index(keys)["mean_jct_s"].to_dict(),
         "ratio": ratio.set_index(keys)["tlast_over_t1"].to_dict(),
@@ -123,7 +124,7 @@ def _lookups(jct: pd.DataFrame, pt: pd.DataFrame, ratio: pd.DataFrame) -> dict:
 
 
 def _group_row(r: dict, w: dict, tol: float) -> dict:
-    where = f"gpu={w['gpu']}/dram={w['dram']}/jps={w['jps']:g}"
+    where = group_of(w)
     if r["metric"] == "winner":
         ours = w["winner"] if w["winner"] else "none valid"
         if w["tie"]:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import page, pipeline, style
+from analysis.figreg import FIGURES
 from analysis.figures import FigurePool
-from analysis.load import KEYS
+from analysis.load import KEYS, group_of
 from analysis.page import Col
 from analysis.plotkit import FigureFile
 from analysis.validity import cell_label
@@ -138,8 +139,7 @@ def _winner_table(res: pipeline.Results) -> str:
     w = res.winners.copy()
     ref = res.options.reference_policy
     seed = _seed_says(res)
-    w["group"] = [f"gpu={g}/dram={d}/jps={j:g}" for g, d, j in
-                  zip(w["gpu"], w["dram"], w["jps"], strict=True)]
+    w["group"] = [group_of(r) for r in w.to_dict("records")]
     w["seed"] = [seed.get((s, g), "") for s, g in zip(w["sweep"], w["group"], strict=True)]
     w["winner_l"] = [style.policy_label(p) if isinstance(p, str) else "—" for p in w["winner"]]
     w["vsref"] = [(page.pct(p) + " " + page.ci(lo, hi, "%")) if not page.isnan(p)
@@ -220,14 +220,32 @@ def _summary(res: pipeline.Results) -> list[str]:
     return parts
 
 
+def _placed(figs: list[FigureFile], sections: list[tuple[str, str, str]]
+            ) -> dict[str, tuple[str, str]]:
+    """Each section's figures (before its table, after it) as the registry places them: by
+    `order`, a per-DRAM figure's files in drawing order. Raises on a figure the registry
+    lacks or whose section the page lacks (a figure must never silently drop out)."""
+    ids = [sid for sid, _, _ in sections]
+    unknown = sorted({f.name for f in figs if f.figure not in FIGURES})
+    if unknown:
+        raise ValueError(f"figure(s) {', '.join(unknown)} are not registered (analysis.figreg)")
+    lost = sorted({f"{f.figure} -> {FIGURES[f.figure].section}" for f in figs
+                   if FIGURES[f.figure].section not in ids})
+    if lost:
+        raise ValueError(f"figure(s) name a section report.html lacks: {', '.join(lost)} "
+                         f"(sections: {', '.join(ids)})")
+    parts: dict[str, tuple[list[str], list[str]]] = {sid: ([], []) for sid in ids}
+    for f in sorted(figs, key=lambda f: FIGURES[f.figure].order):  # stable: DRAMs keep order
+        entry = FIGURES[f.figure]
+        parts[entry.section][int(entry.after_table)].append(page.figure(f))
+    return {sid: ("".join(before), "".join(after)) for sid, (before, after) in parts.items()}
+
+
 def html(res: pipeline.Results, figs: list[FigureFile]) -> str:
+    """The page. Figures go where their registration (analysis.figreg) says: each section
+    below is (id, title, its table or text); its figures stand before or after that."""
     o = res.options
-    by = {f.name: f for f in figs}
     cells = _cells_frame(res)
-
-    def figs_named(prefix: str) -> str:
-        return "".join(page.figure(f) for n, f in by.items() if n.startswith(prefix))
-
     names = ", ".join(s["name"] for s in res.sweeps)
     meta = [f"sweeps: {names}",
             "folders: " + "; ".join(s["path"] for s in res.sweeps),
@@ -240,26 +258,23 @@ def html(res: pipeline.Results, figs: list[FigureFile]) -> str:
             "2026-04-14)"]
     sections = [
         ("summary", "Summary", "".join(_summary(res))),
-        ("jct", "Average JCT vs JPS (seed §2.1, §2.2)",
-         figs_named("jct_vs_jps") + _jct_table(res, cells)),
-        ("per-turn", "Per-turn latency (seed §3)",
-         figs_named("per_turn") + _per_turn_table(res, cells)),
-        ("tlast", "Last turn over first turn and shape (seed §3.5)",
-         figs_named("tlast_t1") + _ratio_table(res, cells)),
+        ("jct", "Average JCT vs JPS (seed §2.1, §2.2)", _jct_table(res, cells)),
+        ("per-turn", "Per-turn latency (seed §3)", _per_turn_table(res, cells)),
+        ("tlast", "Last turn over first turn and shape (seed §3.5)", _ratio_table(res, cells)),
         ("winners", "Winner per GPU, DRAM and JPS (seed §2.3)", _winner_table(res)),
-        ("why", "Why", figs_named("why") + _why_table(res, cells)
-         + figs_named("cached_per_turn") + figs_named("kv_usage")),
-        ("validity", "Validity of every cell", figs_named("validity")
-         + _validity_table(cells)),
+        ("why", "Why", _why_table(res, cells)),
+        ("validity", "Validity of every cell", _validity_table(cells)),
         ("reference", "Against the seed's quoted numbers", page.para(
             f"A stated value 'agrees' when ours lies within it, each end widened by "
             f"{o.tolerance:.0%} ({2 * o.tolerance:.0%} for approximate statements).")
          + _reference_table(res)),
     ]
-    sections = [(sid, title, page.section(sid, title, body)) for sid, title, body in sections]
+    placed = _placed(figs, sections)
+    built = [(sid, title, page.section(sid, title, placed[sid][0] + body + placed[sid][1]))
+             for sid, title, body in sections]
     footer = page.para("Tables as CSV and parquet, figures as PNG and SVG beside this file; "
                        "see docs/analysis.md for what each shows.")
-    return page.page(f"kvbench report — {names}", meta, sections, footer)
+    return page.page(f"kvbench report — {names}", meta, built, footer)
 
 
 def default_out(paths: list[str | Path]) -> Path:

@@ -19,7 +19,7 @@ from analysis.load import KEYS
 
 log = logging.getLogger(__name__)
 
-GROUP = ["sweep", "gpu", "dram", "jps"]  # the policies of one group are compared
+GROUP = [k for k in KEYS if k != "policy"]  # the policies of one group are compared
 REFERENCE_POLICY = "continuum"
 _CHUNK_ELEMS = 4_000_000  # bootstrap index matrix cap, elements (32 MB as int64)
 

@@ -14,62 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from harness import records
+from harness.cellkey import CellKey
 
 log = logging.getLogger(__name__)
 
-CellKey = tuple[str, int, str, float]  # gpu, dram, policy, jps
 FAULTS = ("failed", "lag", "unfinished", "missing", "nodata", "jobs_failed", "no_metrics")
-
-TURNS_SCHEMA = pa.schema(
-    [
-        ("job_id", pa.int32()),
-        ("turn", pa.int16()),
-        ("n_turns", pa.int16()),
-        ("arrival_s", pa.float64()),
-        ("sent_s", pa.float64()),
-        ("first_token_s", pa.float64()),
-        ("last_token_s", pa.float64()),
-        ("latency_s", pa.float64()),
-        ("ttft_s", pa.float64()),
-        ("prompt_tokens", pa.int32()),
-        ("server_prompt_tokens", pa.int32()),
-        ("cached_tokens", pa.int32()),
-        ("completion_tokens", pa.int32()),
-        ("tool_s", pa.float64()),
-        ("retries", pa.int16()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-    ]
-)
-JOBS_SCHEMA = pa.schema(
-    [
-        ("job_id", pa.int32()),
-        ("arrival_s", pa.float64()),
-        ("start_s", pa.float64()),
-        ("lag_s", pa.float64()),
-        ("end_s", pa.float64()),
-        ("jct_s", pa.float64()),
-        ("n_turns", pa.int16()),
-        ("turns_done", pa.int16()),
-        ("status", pa.string()),
-    ]
-)
-METRICS_SCHEMA = pa.schema(
-    [
-        ("t_s", pa.float64()),
-        ("name", pa.string()),
-        ("labels", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
+TURNS_SCHEMA, JOBS_SCHEMA, METRICS_SCHEMA = records.TURNS, records.JOBS, records.METRICS
 
 CAPACITY_JPS = {"h200": 8.0, "h100": 5.0, "a100": 3.0, "l40s": 2.5, "cpu": 1.5}
 CACHED_FRACTION = {"fcfs": 0.12, "continuum": 0.9, "lmcache": 0.6, "native_offload": 0.3}
@@ -78,7 +36,7 @@ BYTES_PER_TOKEN = 131072  # Llama-3.1-8B bf16: 32 layers x 8 KV heads x 128 x 2 
 
 @dataclass
 class SynthSpec:
-    """What to build. `faults` maps a cell (gpu, dram, policy, jps) to one of FAULTS."""
+    """What to build. `faults` maps a cell (a CellKey; see :func:`key`) to one of FAULTS."""
 
     name: str = "synth"
     date: str = "20260101"
@@ -90,11 +48,14 @@ class SynthSpec:
     n_turns: int = 8
     seed: int = 42
     scrape_s: float = 1.0
-    faults: dict[CellKey, str] = field(default_factory=dict)
+    faults: dict[CellKey, str] = field(default_factory=dict)  # or (gpu, dram, policy, jps)
+
+    def __post_init__(self) -> None:  # (gpu, dram, policy, jps) tuples name cells too
+        self.faults = {k if isinstance(k, CellKey) else key(*k): v for k, v in self.faults.items()}
 
     def cells(self) -> list[CellKey]:
         return [
-            (g, d, p, float(j))
+            CellKey(gpu=g, dram=d, policy=p, jps=float(j))
             for g in self.gpus
             for d in self.drams
             for p in self.policies
@@ -102,31 +63,22 @@ class SynthSpec:
         ]
 
 
+def key(gpu: str, dram: int, policy: str, jps: float) -> CellKey:
+    """Shorthand for a cell of a synthetic sweep (its other axes, if any, at their legacy)."""
+    return CellKey.from_mapping({"gpu": gpu, "dram": dram, "policy": policy, "jps": jps})
+
+
 def cell_dir(sweep: Path, key: CellKey) -> Path:
-    g, d, p, j = key
-    return sweep / f"gpu={g}" / f"dram={d}" / f"policy={p}" / f"jps={j:g}"
-
-
-def _write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    return sweep / key.rel_dir
 
 
 def _load(key: CellKey) -> float:
-    g, d, p, j = key
-    return j / CAPACITY_JPS.get(g, 4.0)
+    return key.jps / CAPACITY_JPS.get(key.gpu, 4.0)
 
 
 def _turn_multiplier(key: CellKey, turns: np.ndarray) -> np.ndarray:
     """Latency relative to the unloaded prefill time, per turn (1..T): the policy's shape."""
-    g, d, p, j = key
+    d, p = key.dram, key.policy
     load = _load(key)
     t = turns.astype(float)
     if p == "fcfs":
@@ -142,7 +94,7 @@ def _turn_multiplier(key: CellKey, turns: np.ndarray) -> np.ndarray:
 
 def _job_arrays(spec: SynthSpec, key: CellKey, rng: np.random.Generator) -> dict[str, np.ndarray]:
     n, T = spec.n_jobs, spec.n_turns
-    arrivals = np.cumsum(rng.exponential(1.0 / key[3], size=n))
+    arrivals = np.cumsum(rng.exponential(1.0 / key.jps, size=n))
     turns = np.arange(1, T + 1)
     tool_tokens = rng.choice([1024, 1280, 1536, 1792, 2048, 2304, 2560], size=(n, T))
     prompt = 1600 + np.cumsum(np.where(turns == 1, 0, tool_tokens + 20), axis=1)
@@ -154,7 +106,7 @@ def _job_arrays(spec: SynthSpec, key: CellKey, rng: np.random.Generator) -> dict
     lag = np.abs(rng.normal(0.0, 0.002, size=n))
     step = latency + tool
     sent = (arrivals + lag)[:, None] + np.cumsum(step, axis=1) - step
-    frac = CACHED_FRACTION.get(key[2], 0.2) / (1.0 + 0.1 * _load(key))
+    frac = CACHED_FRACTION.get(key.policy, 0.2) / (1.0 + 0.1 * _load(key))
     prev = np.concatenate([np.zeros((n, 1)), prompt[:, :-1]], axis=1)
     cached = (prev * frac * rng.uniform(0.8, 1.0, size=(n, T))).astype(np.int64) // 16 * 16
     return {
@@ -248,7 +200,7 @@ def _metrics_table(spec: SynthSpec, key: CellKey, a: dict[str, np.ndarray]) -> p
         return c[counted]
 
     active = np.searchsorted(np.sort(a["arrivals"]), t) - counted / spec.n_turns
-    usage = np.clip(active / (40.0 * CAPACITY_JPS.get(key[0], 4.0) / 4.0), 0.0, 1.0)
+    usage = np.clip(active / (40.0 * CAPACITY_JPS.get(key.gpu, 4.0) / 4.0), 0.0, 1.0)
     series = [
         ("vllm:prefix_cache_queries_total", _labels(), cum(a["prompt"] * 3.0)),
         ("vllm:prefix_cache_hits_total", _labels(), cum(a["cached"])),
@@ -258,7 +210,7 @@ def _metrics_table(spec: SynthSpec, key: CellKey, a: dict[str, np.ndarray]) -> p
         ("vllm:num_requests_waiting", _labels(), np.maximum(active - 32.0, 0.0)),
         ("vllm:prefix_cache_hits_created", _labels(), np.full(t.size, 1.7e9)),
     ]
-    if key[2] in ("lmcache", "native_offload"):
+    if key.policy in ("lmcache", "native_offload"):
         name = "vllm:kv_offload_total_bytes_total"
         moved = cum(a["prompt"] * BYTES_PER_TOKEN)
         series.append((name, _labels(transfer_type="GPU_to_CPU"), moved))
@@ -276,25 +228,25 @@ def _metrics_table(spec: SynthSpec, key: CellKey, a: dict[str, np.ndarray]) -> p
     )
 
 
-def _manifest(spec: SynthSpec, key: CellKey, a: dict[str, np.ndarray], fault: str | None) -> dict:
-    g, d, p, j = key
+def _manifest(spec: SynthSpec, key: CellKey, a: dict[str, np.ndarray],
+              fault: str | None) -> records.Manifest:
     lag = a["lag"]
     lag_flag = fault == "lag"
-    return {
-        "cell": {"gpu": g, "dram": d, "policy": p, "jps": j},
-        "workload": {"n_jobs": spec.n_jobs, "n_turns": spec.n_turns, "seed": spec.seed},
-        "status": "failed" if fault == "failed" else "ok",
-        **({"error": "server died (synthetic)"} if fault == "failed" else {}),
-        "client": {
-            "lag_p50_s": float(np.median(lag)),
-            "lag_p99_s": 0.9 if lag_flag else float(np.quantile(lag, 0.99)),
-            "lag_max_s": 1.5 if lag_flag else float(lag.max()),
-            "lag_flag": lag_flag,
-            "t0_unix": 1767225600.0,
-        },
-        "engine": {"name": "synthetic", "version": "0"},
-        "times": {"start_unix": 1767225600.0},
-    }
+    return records.Manifest(
+        cell=key,
+        workload={"n_jobs": spec.n_jobs, "n_turns": spec.n_turns, "seed": spec.seed},
+        status="failed" if fault == "failed" else "ok",
+        error="server died (synthetic)" if fault == "failed" else None,
+        client=records.ClientSummary(
+            lag_p50_s=float(np.median(lag)),
+            lag_p99_s=0.9 if lag_flag else float(np.quantile(lag, 0.99)),
+            lag_max_s=1.5 if lag_flag else float(lag.max()),
+            lag_flag=lag_flag,
+            t0_unix=1767225600.0,
+        ),
+        engine=records.EngineInfo("synthetic", "0", "0"),
+        times={"start_unix": 1767225600.0},
+    )
 
 
 def write_cell(spec: SynthSpec, sweep: Path, key: CellKey, rng: np.random.Generator) -> None:
@@ -304,17 +256,17 @@ def write_cell(spec: SynthSpec, sweep: Path, key: CellKey, rng: np.random.Genera
     out = cell_dir(sweep, key)
     out.mkdir(parents=True, exist_ok=True)
     a = _job_arrays(spec, key, rng)
-    _write_json(_manifest(spec, key, a, fault), out / "manifest.json")
+    _manifest(spec, key, a, fault).write(out)
     if fault == "nodata":
-        _write_json({"jobs_done": 0, "jobs_total": spec.n_jobs}, out / "progress.json")
+        records.write_json({"jobs_done": 0, "jobs_total": spec.n_jobs}, out / records.PROGRESS)
         return
     failed = _failed_jobs(spec, fault)
-    _write_parquet(_turns_table(spec, a, failed), out / "turns.parquet")
-    _write_parquet(_jobs_table(spec, a, failed), out / "jobs.parquet")
+    records.write_parquet(_turns_table(spec, a, failed), out / "turns.parquet")
+    records.write_parquet(_jobs_table(spec, a, failed), out / "jobs.parquet")
     if fault != "no_metrics":
-        _write_parquet(_metrics_table(spec, key, a), out / "metrics.parquet")
+        records.write_parquet(_metrics_table(spec, key, a), out / "metrics.parquet")
     if fault not in ("unfinished", "failed"):  # only ok cells get DONE (docs/records.md)
-        (out / "DONE").write_text("ok\n")
+        records.write_text("ok\n", out / records.DONE)
 
 
 def build(spec: SynthSpec, root: Path) -> Path:
@@ -330,7 +282,7 @@ def build(spec: SynthSpec, root: Path) -> Path:
         "policy": list(spec.policies),
         "jps": [float(j) for j in spec.jps],
     }
-    _write_json({"name": spec.name, "matrix": matrix, "created": "2026-01-01T00:00:00Z"},
+    records.write_json({"name": spec.name, "matrix": matrix, "created": "2026-01-01T00:00:00Z"},
                 sweep / "sweep.json")
     rng = np.random.default_rng(spec.seed)
     for key in spec.cells():

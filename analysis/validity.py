@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.load import KEYS
+from analysis.load import KEYS, cell_of
 
 VALID_STATES = ("ok", "unfinished")
 STATE_TEXT = {
@@ -108,4 +108,4 @@ def cell_label(r: pd.Series | dict) -> str:
     path = r.get("path")
     if isinstance(path, str) and path:
         return path
-    return f"gpu={r['gpu']}/dram={r['dram']}/policy={r['policy']}/jps={r['jps']:g}"
+    return cell_of(r).rel_dir

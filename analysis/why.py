@@ -144,7 +144,9 @@ def why_table(valid: pd.DataFrame, turns_ok: pd.DataFrame, metrics: pd.DataFrame
     server counters, which cover the whole cell."""
     inc = counter_increase(metrics)
     if valid.empty:  # nothing valid to explain (e.g. every cell failed): no rows, same columns
-        return valid[KEYS].assign(prompt_tokens=pd.Series(dtype=float), cached_tokens=pd.Series(dtype=float))
+        return valid[KEYS].assign(
+            prompt_tokens=pd.Series(dtype=float), cached_tokens=pd.Series(dtype=float)
+        )
     out = valid[KEYS].merge(token_totals(turns_ok), on=KEYS, how="left")
     cell = token_totals(turns_ok if turns_cell_ok is None else turns_cell_ok)
     out = out.merge(cell[KEYS + ["prompt_tokens"]].rename(

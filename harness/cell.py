@@ -23,19 +23,21 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+import workloads
 from harness import manifest as mf
 from harness import records
+from harness.cellkey import CellKey
 from harness.client import AgentClient, ClientOptions, ClientResult
 from harness.errors import CellFailed, KvbenchError
 from harness.metrics import MetricRows, scrape_loop
 from harness.server import Server, redact_env
-from workloads import agent, io
 
 log = logging.getLogger(__name__)
 
-from harness.records import DONE, is_done  # noqa: E402  re-exported
+from harness.records import DONE, ClientSummary, EngineInfo, Manifest, is_done  # noqa: E402
+
 RECORD_FILES = ("turns.parquet", "jobs.parquet", "metrics.parquet", "manifest.json",
-                "progress.json", "server.log", "client.log")  # fmt: skip
+                records.PROGRESS, "server.log", "client.log")  # fmt: skip
 
 
 def archive_previous(cell_dir: Path) -> int:
@@ -50,13 +52,6 @@ def archive_previous(cell_dir: Path) -> int:
     for p in leftovers:
         shutil.move(str(p), dest / p.name)
     return n + 1
-
-
-def load_workload(cfg) -> agent.Workload:
-    if cfg.workload.trace:
-        return io.load(cfg.workload.trace)
-    vocab = (cfg.model.first_token_id, cfg.model.vocab_size)
-    return agent.generate(cfg.workload, float(cfg.jps), vocab)
 
 
 class _Interrupted(KvbenchError):
@@ -96,12 +91,13 @@ def _cell_log(path: Path):
         h.close()
 
 
-def run_cell(cfg, cell_dir: str | Path) -> dict:
-    """Run one cell into ``cell_dir``; return its manifest. Raises CellFailed if it failed."""
+def run_cell(cfg, cell_dir: str | Path) -> Manifest | None:
+    """Run one cell into ``cell_dir``; return its manifest (None: it was complete already).
+    Raises CellFailed if it failed."""
     return run_cells([cfg], [cell_dir])[0]
 
 
-def run_cells(cfgs: list, cell_dirs: list) -> list[dict]:
+def run_cells(cfgs: list, cell_dirs: list) -> list[Manifest | None]:
     """Run cells that differ only in JPS on one server, one after another.
 
     With more than one cell to run, the server is shared: before each cell after the first,
@@ -112,7 +108,7 @@ def run_cells(cfgs: list, cell_dirs: list) -> list[dict]:
     """
     dirs = [Path(d) for d in cell_dirs]
     todo = [(c, d) for c, d in zip(cfgs, dirs, strict=True) if not is_done(d)]
-    out = [{"status": "skipped"} for _ in dirs]
+    out: list[Manifest | None] = [None for _ in dirs]
     if not todo:
         log.info("cells complete; skipped: %s", ", ".join(map(str, dirs)))
         return out
@@ -138,44 +134,45 @@ def run_cells(cfgs: list, cell_dirs: list) -> list[dict]:
             for k, ((cfg, d), man) in enumerate(zip(todo, mans, strict=True)):
                 with _cell_log(d / "client.log"):
                     if k:
-                        man["server"]["cache_reset"] = asyncio.run(reset_between_cells(server))
+                        man.server["cache_reset"] = asyncio.run(reset_between_cells(server))
                     _measure(cfg, d, man, server, workdir)
                 out[dirs.index(d)] = man
         finally:
             server.stop()
             for man, (_, d) in zip(mans, todo, strict=True):
-                if man["status"] == "running":  # never measured: the server failed first
-                    man["status"], man["error"] = "failed", why
+                if man.status == "running":  # never measured: the server failed first
+                    man.status, man.error = "failed", why
                     _finish(d, man, None, MetricRows(), done=False)
     return out
 
 
-def _man_start(cfg, cell_dir: Path, attempt: int, server: Server, shared: bool) -> dict:
-    man = _manifest_head(cfg, attempt)
-    man["server"] = {"argv": server.command.argv, "env": redact_env(server.command.env),
-                     "shared": shared, "workdir": str(server.workdir)}  # fmt: skip
-    records.write_json(man, cell_dir / "manifest.json")
+def _man_start(cfg, cell_dir: Path, attempt: int, server: Server, shared: bool) -> Manifest:
+    man = manifest_head(cfg, attempt)
+    man.server = {"argv": server.command.argv, "env": redact_env(server.command.env),
+                  "shared": shared, "workdir": str(server.workdir)}  # fmt: skip
+    man.write(cell_dir)
     return man
 
 
-def _measure(cfg, cell_dir: Path, man: dict, server: Server, workdir: Path) -> None:
-    wl = load_workload(cfg)
-    man["workload"] = {**OmegaConf.to_container(cfg.workload, resolve=True), **wl.summary()}
+def _measure(cfg, cell_dir: Path, man: Manifest, server: Server, workdir: Path) -> None:
+    wl = workloads.build(cfg)
+    man.workload = {**OmegaConf.to_container(cfg.workload, resolve=True), **wl.summary()}  # type: ignore[dict-item]
     res: ClientResult | None = None
     metrics = MetricRows()
     log_from = server.log_size()
     try:
-        man["times"]["server_ready_unix"] = time.time()
+        man.times["server_ready_unix"] = time.time()
         res = asyncio.run(_drive(cfg, server, wl, cell_dir, metrics))
         if not server.alive():
+            assert server.proc is not None  # started by the caller; stop() has not run yet
             raise CellFailed(f"server exited (code {server.proc.returncode}) during the cell")
-        man["status"] = "ok"
+        man.status = "ok"
     except BaseException as e:
-        man["status"], man["error"] = "failed", _clip(f"{type(e).__name__}: {e}")
+        man.status, man.error = "failed", _clip(f"{type(e).__name__}: {e}")
         _keep_server_files(server, workdir, cell_dir, log_from)
         _finish(cell_dir, man, res, metrics, done=False)
         if isinstance(e, KvbenchError):
-            raise CellFailed(f"cell {cell_dir} failed: {man['error']}") from e
+            raise CellFailed(f"cell {cell_dir} failed: {man.error}") from e
         raise
     _keep_server_files(server, workdir, cell_dir, log_from)
     _finish(cell_dir, man, res, metrics, done=True)
@@ -201,40 +198,49 @@ async def reset_between_cells(server: Server, timeout_s: float = 300) -> dict:
     async with httpx.AsyncClient(timeout=30) as http:
         while time.monotonic() - t0 < timeout_s:
             m = parse(await scrape_once(http, server.url))
-            busy = sum(v for (n, _), v in m.items() if n in ("vllm:num_requests_running", "vllm:num_requests_waiting"))
+            busy = sum(
+                v
+                for (n, _), v in m.items()
+                if n in ("vllm:num_requests_running", "vllm:num_requests_waiting")
+            )
             if busy == 0:
                 break
             await asyncio.sleep(0.5)
         codes = []
         for _ in range(2):
-            r = await http.post(f"{server.url}/reset_prefix_cache", params={"reset_external": "true"},
+            r = await http.post(f"{server.url}/reset_prefix_cache",
+                                params={"reset_external": "true"},
                                 headers={"Authorization": f"Bearer {server.api_key}"})  # fmt: skip
             codes.append(r.status_code)
     ok = codes[-1] == 200
     if not ok:
-        raise CellFailed(f"prefix-cache reset between cells failed (HTTP {codes}); the server must run with VLLM_SERVER_DEV_MODE=1")
+        raise CellFailed(
+            f"prefix-cache reset between cells failed (HTTP {codes}); "
+            "the server must run with VLLM_SERVER_DEV_MODE=1"
+        )
     return {"ok": ok, "http": codes, "idle_wait_s": round(time.monotonic() - t0, 3)}
 
 
 def _clip(text: str, limit: int = 4000) -> str:
-    return text if len(text) <= limit else text[: limit // 4] + "\n[...]\n" + text[-3 * limit // 4 :]
+    if len(text) <= limit:
+        return text
+    return text[: limit // 4] + "\n[...]\n" + text[-3 * limit // 4 :]
 
 
-def _manifest_head(cfg, attempt: int) -> dict:
-    return {
-        "kvbench_manifest": 1,
-        "cell": {"gpu": cfg.gpu.name, "dram": int(cfg.dram.gb), "policy": cfg.policy.name,
-                 "jps": float(cfg.jps)},  # fmt: skip
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "engine": {"name": cfg.engine.name, "pinned_version": cfg.engine.version},
-        "versions": mf.versions(),
-        "git": mf.git_commit(),
-        "host": mf.host(),
-        "scheduler": mf.scheduler(),
-        "attempt": attempt,
-        "status": "running",
-        "times": {"start_utc": datetime.now(UTC).isoformat(), "start_unix": time.time()},
-    }
+def manifest_head(cfg, attempt: int) -> Manifest:
+    """The manifest a cell starts with (status running), before the server is up."""
+    versions = mf.versions()
+    return Manifest(
+        cell=CellKey.from_config(cfg),
+        config=OmegaConf.to_container(cfg, resolve=True),  # type: ignore[arg-type]
+        engine=EngineInfo(cfg.engine.name, cfg.engine.version, versions.get(cfg.engine.package)),
+        versions=versions,
+        git=mf.git_commit(),
+        host=mf.host(),
+        scheduler=mf.scheduler(),
+        attempt=attempt,
+        times={"start_utc": datetime.now(UTC).isoformat(), "start_unix": time.time()},
+    )
 
 
 async def _drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows) -> ClientResult:
@@ -251,7 +257,7 @@ async def _drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows) -
     def tick() -> None:
         records.write_json(
             {"jobs_done": client.jobs_done, "jobs_total": wl.n_jobs, "t_s": client.now(),
-             "state": "running"}, cell_dir / "progress.json",
+             "state": "running"}, cell_dir / records.PROGRESS,
         )  # fmt: skip
 
     baseline, t_base = await _baseline_scrape(server.url)
@@ -288,40 +294,42 @@ async def _watch(server: Server, client: AgentClient) -> None:
     """If the server dies, end the client now: its unfinished turns become error rows."""
     while server.alive():
         await asyncio.sleep(0.5)
+    assert server.proc is not None  # started by the caller; stop() runs after this task ends
     code = server.proc.returncode
     log.error("server exited with code %s during the cell", code)
     await asyncio.sleep(1)  # let in-flight requests fail as they will
     client.abort(f"server exited (code {code}) during the cell")
 
 
-def _finish(cell_dir: Path, man: dict, res: ClientResult | None, metrics: MetricRows, done: bool):
+def _finish(cell_dir: Path, man: Manifest, res: ClientResult | None, metrics: MetricRows,
+            done: bool) -> None:
     if res is not None:
         records.write_table(records.turn_rows(res.turns), records.TURNS, cell_dir / "turns.parquet")
         records.write_table(records.job_rows(res.jobs), records.JOBS, cell_dir / "jobs.parquet")
-        man["client"] = _client_summary(man["config"]["workload"]["max_lag_s"], res)
+        man.client = _client_summary(man.config["workload"]["max_lag_s"], res)
     records.write_table(metrics.__dict__, records.METRICS, cell_dir / "metrics.parquet")
-    man["times"]["end_utc"] = datetime.now(UTC).isoformat()
-    man["times"]["wall_s"] = time.time() - man["times"]["start_unix"]
-    records.write_json(man, cell_dir / "manifest.json")
-    (cell_dir / "progress.json").unlink(missing_ok=True)
+    man.times["end_utc"] = datetime.now(UTC).isoformat()
+    man.times["wall_s"] = time.time() - man.times["start_unix"]
+    man.write(cell_dir)
+    (cell_dir / records.PROGRESS).unlink(missing_ok=True)
     if done:
         records.write_text(datetime.now(UTC).isoformat() + "\n", cell_dir / DONE)
 
 
-def _client_summary(max_lag_s: float, res: ClientResult) -> dict:
+def _client_summary(max_lag_s: float, res: ClientResult) -> ClientSummary:
     lags = np.array([j.start_s - j.arrival_s for j in res.jobs if j.start_s is not None])
     ok = sum(j.status == "ok" for j in res.jobs)
     p99 = float(np.percentile(lags, 99)) if lags.size else None
-    return {
-        "t0_unix": res.t0_unix,
-        "wall_s": res.wall_s,
-        "jobs_ok": ok,
-        "jobs_failed": len(res.jobs) - ok,
-        "error_rows": sum(t.status != "ok" for t in res.turns),
-        "retries": sum(t.retries for t in res.turns),
-        "lag_p50_s": float(np.percentile(lags, 50)) if lags.size else None,
-        "lag_p99_s": p99,
-        "lag_max_s": float(lags.max()) if lags.size else None,
-        "lag_limit_s": max_lag_s,
-        "lag_flag": bool(p99 is not None and p99 > max_lag_s),
-    }
+    return ClientSummary(
+        t0_unix=res.t0_unix,
+        wall_s=res.wall_s,
+        jobs_ok=ok,
+        jobs_failed=len(res.jobs) - ok,
+        error_rows=sum(t.status != "ok" for t in res.turns),
+        retries=sum(t.retries for t in res.turns),
+        lag_p50_s=float(np.percentile(lags, 50)) if lags.size else None,
+        lag_p99_s=p99,
+        lag_max_s=float(lags.max()) if lags.size else None,
+        lag_limit_s=max_lag_s,
+        lag_flag=bool(p99 is not None and p99 > max_lag_s),
+    )

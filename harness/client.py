@@ -17,6 +17,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import httpx
 import openai
@@ -122,13 +123,20 @@ class _PoolPerJob(httpx.AsyncBaseTransport):
 class AgentClient:
     def __init__(self, base_url: str, api_key: str, opts: ClientOptions) -> None:
         self.opts = opts
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=5)
+        limits = httpx.Limits(
+            max_connections=None, max_keepalive_connections=64, keepalive_expiry=5
+        )
         self._transport = _PoolPerJob(limits)
         self.http = httpx.AsyncClient(
             transport=self._transport, timeout=httpx.Timeout(opts.request_timeout_s)
         )
         self.api = AsyncOpenAI(
-            base_url=f"{base_url}/v1", api_key=api_key, http_client=self.http, max_retries=0
+            base_url=f"{base_url}/v1",
+            api_key=api_key,
+            # openai annotates http_client as httpx2.AsyncClient, but at run time it also takes
+            # an httpx.AsyncClient (openai._httpx2.is_legacy_httpx_async_client).
+            http_client=self.http,  # type: ignore[arg-type]
+            max_retries=0,
         )
         self.jobs_done = 0
         self.jobs_total = 0
@@ -232,7 +240,7 @@ class AgentClient:
     async def _turn(
         self, job: JobSpec, turn: int, prompt: tuple[int, ...], tr: TurnRecord
     ) -> list[int]:
-        hint = Hint(job.job_id, turn, job.n_turns, job.tool_after(turn))
+        hint = Hint.for_turn(str(job.job_id), turn, job.n_turns, job.tool_after(turn))
         body = {"ignore_eos": True, "return_token_ids": True}
         if self.opts.send_hints:
             body.update(extra_body(hint, continuum_fields=self.opts.continuum_fields))
@@ -246,10 +254,14 @@ class AgentClient:
                     return await self._stream(prompt, job.completion_tokens, body, tr)
             except _NoByte as e:
                 tr.error = f"retried: {e.__cause__!r}"
-                log.warning("job %d turn %d: no byte back (%r), retrying", job.job_id, turn, e.__cause__)
+                log.warning(
+                    "job %d turn %d: no byte back (%r), retrying", job.job_id, turn, e.__cause__
+                )
                 continue
-            except (TimeoutError, asyncio.TimeoutError):
-                return self._fail(tr, "timeout", f"no complete answer in {self.opts.request_timeout_s:.0f} s")
+            except TimeoutError:
+                return self._fail(
+                    tr, "timeout", f"no complete answer in {self.opts.request_timeout_s:.0f} s"
+                )
             except Exception as e:  # noqa: BLE001 - any failure of the server is data
                 return self._fail(tr, "error", f"{type(e).__name__}: {e}")
         return self._fail(tr, "error", f"gave up after {tr.retries} retries: {tr.error}")
@@ -276,7 +288,10 @@ class AgentClient:
                 model=self.opts.model, prompt=[], max_tokens=max_tokens, stream=True,
                 stream_options={"include_usage": True}, extra_body={**body, "prompt": prompt},
             ) as response:  # fmt: skip
-                stream = await response.parse(to=AsyncStream[object])
+                # to=AsyncStream[object] yields each chunk as openai decoded it: a JSON object.
+                stream = cast(
+                    "AsyncStream[dict[str, Any]]", await response.parse(to=AsyncStream[object])
+                )
                 async for chunk in stream:
                     got_byte = True
                     for choice in chunk["choices"]:

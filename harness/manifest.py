@@ -59,11 +59,17 @@ def gpus() -> list[dict[str, str]]:
         return []
     q = "--query-gpu=name,memory.total,driver_version,pcie.link.gen.max,pcie.link.width.max"
     try:
-        r = subprocess.run(["nvidia-smi", q, "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        r = subprocess.run(
+            ["nvidia-smi", q, "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return []
     keys = ["name", "memory", "driver", "pcie_gen", "pcie_width"]
-    return [dict(zip(keys, (x.strip() for x in line.split(",")), strict=False)) for line in r.stdout.splitlines() if line.strip()]
+    return [
+        dict(zip(keys, (x.strip() for x in line.split(",")), strict=False))
+        for line in r.stdout.splitlines()
+        if line.strip()
+    ]
 
 
 def host() -> dict:

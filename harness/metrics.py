@@ -7,6 +7,7 @@ dropped (sums and counts are kept) to keep the records small.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -74,7 +75,5 @@ async def scrape_loop(
                 on_tick()
             if stopping:
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
-            except (TimeoutError, asyncio.TimeoutError):
-                pass

@@ -1,19 +1,26 @@
-"""Arrow schemas of the records (documented in docs/records.md) and atomic writers.
+"""The records contract between harness and analysis (docs/records.md), in one module.
 
-Every file is written to ``.<name>.tmp`` in the same folder and renamed into place, so a
-reader never sees half a file and a kill leaves at most a hidden temporary.
+The harness writes, and analysis and the synthetic sweep (``analysis.synth``) read and write,
+through what is defined here: the Arrow schemas of ``turns``, ``jobs`` and ``metrics``, the
+typed :class:`Manifest` (with a version number; :meth:`Manifest.from_json` reads every
+earlier version), the completion marker, and atomic writers. Every file is written to
+``.<name>.tmp`` in the same folder and renamed into place, so a reader never sees half a
+file and a kill leaves at most a hidden temporary.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from harness.cellkey import CellKey
 
 TURNS = pa.schema(
     [
@@ -40,7 +47,113 @@ METRICS = pa.schema(
 )
 
 
+SCHEMAS = {"turns": TURNS, "jobs": JOBS, "metrics": METRICS}  # <kind>.parquet of a cell
+
 DONE = "DONE"  # the completion marker, written last
+MANIFEST = "manifest.json"
+PROGRESS = "progress.json"
+MANIFEST_VERSION = 2
+# Versions of manifest.json (``kvbench_manifest``):
+#   (none) synthetic sweeps of analysis.synth before v2; read as v1.
+#   1      engine {name, pinned_version}; analysis read a "version" key that was never written.
+#   2      engine {name, pinned_version, installed_version}; the cell holds every axis of
+#          harness.cellkey (a v1 cell reads with later axes at their legacy values).
+STATUSES = ("running", "ok", "failed")
+
+
+@dataclass
+class EngineInfo:
+    name: str
+    pinned_version: str | None = None  # engine.version in the config
+    installed_version: str | None = None  # what the cell found installed (None: unknown)
+
+
+@dataclass
+class ClientSummary:
+    """What the client reports of its own run; ``lag_flag`` marks a cell not to trust."""
+
+    t0_unix: float | None = None
+    wall_s: float | None = None
+    jobs_ok: int = 0
+    jobs_failed: int = 0
+    error_rows: int = 0
+    retries: int = 0
+    lag_p50_s: float | None = None
+    lag_p99_s: float | None = None
+    lag_max_s: float | None = None
+    lag_limit_s: float | None = None
+    lag_flag: bool = False
+
+
+@dataclass
+class Manifest:
+    """A cell's ``manifest.json``: what ran, where, how it ended. docs/records.md."""
+
+    cell: CellKey
+    status: str = "running"  # one of STATUSES; only ok cells get DONE
+    error: str | None = None
+    engine: EngineInfo = field(default_factory=lambda: EngineInfo(""))
+    config: dict[str, Any] = field(default_factory=dict)  # resolved, without secrets
+    workload: dict[str, Any] = field(default_factory=dict)  # its config + summary (n_jobs, digest)
+    client: ClientSummary | None = None
+    server: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    git: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)
+    scheduler: dict[str, Any] = field(default_factory=dict)
+    attempt: int = 1
+    times: dict[str, Any] = field(default_factory=dict)
+    version: int = MANIFEST_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d.pop("version")
+        d["cell"] = self.cell.as_dict()
+        d["engine"] = asdict(self.engine)
+        d["client"] = asdict(self.client) if self.client is not None else None
+        if self.error is None:
+            d.pop("error")
+        return {"kvbench_manifest": self.version, **d}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Manifest:
+        """Any version of manifest.json; missing parts take their defaults."""
+        version = int(d.get("kvbench_manifest") or 1)
+        if version > MANIFEST_VERSION:
+            raise ValueError(f"manifest version {version} is newer than this kvbench reads "
+                             f"({MANIFEST_VERSION}); update kvbench")
+        eng = d.get("engine") or {}
+        installed = eng.get("installed_version")
+        if installed is None and version < 2:  # v1: from the versions of the packages
+            package = ((d.get("config") or {}).get("engine") or {}).get("package")
+            installed = (d.get("versions") or {}).get(package) or eng.get("version")
+        client = d.get("client")
+        known = {f.name for f in dataclasses.fields(ClientSummary)}
+        return cls(
+            cell=CellKey.from_manifest(d),
+            status=str(d.get("status") or "running"),
+            error=d.get("error"),
+            engine=EngineInfo(str(eng.get("name") or ""), eng.get("pinned_version"), installed),
+            config=d.get("config") or {},
+            workload=d.get("workload") or {},
+            client=ClientSummary(**{k: v for k, v in client.items() if k in known})
+            if isinstance(client, dict) else None,
+            server=d.get("server") or {},
+            versions=d.get("versions") or {},
+            git=d.get("git") or {},
+            host=d.get("host") or {},
+            scheduler=d.get("scheduler") or {},
+            attempt=int(d.get("attempt") or 1),
+            times=d.get("times") or {},
+            version=version,
+        )
+
+    def write(self, cell_dir: Path) -> Path:
+        return write_json(self.to_json(), Path(cell_dir) / MANIFEST)
+
+    @classmethod
+    def read(cls, cell_dir: Path) -> Manifest:
+        return cls.from_json(json.loads((Path(cell_dir) / MANIFEST).read_text()))
 
 
 def is_done(cell_dir: Path) -> bool:
@@ -80,6 +193,10 @@ def write_table(rows: list[dict] | dict[str, list], schema: pa.Schema, path: Pat
         table = pa.Table.from_pydict(rows, schema=schema)
     else:
         table = pa.Table.from_pylist(rows, schema=schema)
+    return write_parquet(table, path)
+
+
+def write_parquet(table: pa.Table, path: Path) -> Path:
     tmp = tmp_path(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)

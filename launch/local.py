@@ -7,7 +7,6 @@ import logging
 import time
 
 import submitit
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -27,7 +26,9 @@ def _jobs_progress(cell_dir) -> tuple[int, int] | None:
 def run_serially(p, todo, console: Console) -> list:
     """Run ``todo`` cells of plan ``p`` one at a time; return the cells that failed."""
     failed = []
-    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    cols = [
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    ]
     with Progress(*cols, console=console, transient=False) as prog:
         cells_bar = prog.add_task("cells", total=len(todo))
         jobs_bar = prog.add_task("jobs of the current cell", total=None)
@@ -36,7 +37,8 @@ def run_serially(p, todo, console: Console) -> list:
             ex = submit.local_executor(p.sweep.path, cfg)
             job = ex.submit(submit.CellJob(int(cfg.cluster.max_requeue)), *submit.job_args(group))
             p.sweep.add_submission({"time": time.time(), "executor": "local",
-                                    "jobs": [{"cell": c.rel_dir, "job_id": job.job_id} for c, _, _ in group]})  # fmt: skip
+                                    "jobs": [{"cell": c.rel_dir, "job_id": job.job_id}
+                                             for c, _, _ in group]})  # fmt: skip
             try:
                 _follow(job, group, prog, cells_bar, jobs_bar)
                 job.result()
@@ -44,12 +46,20 @@ def run_serially(p, todo, console: Console) -> list:
                 job.cancel()  # SIGINT to the cell: it stops its server before exiting
                 _wait_gone(job)
                 raise
-            except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
+            except (
+                submitit.core.utils.FailedJobError,
+                submitit.core.utils.UncompletedJobError,
+            ) as e:
                 bad = [c for c, _, d in group if not (d / "DONE").exists()]
                 failed += bad
-                console.print(f"[red]{len(bad)} cell(s) failed[/] ({', '.join(c.rel_dir for c in bad)}): "
-                              f"{_why(next((d for c, _, d in group if c in bad), group[0][2]), e)}", highlight=False)  # fmt: skip
-            prog.update(cells_bar, completed=sum((d / "DONE").exists() or c in failed for c, _, d in _all(p, todo)))
+                why = _why(next((d for c, _, d in group if c in bad), group[0][2]), e)
+                console.print(f"[red]{len(bad)} cell(s) failed[/] "
+                              f"({', '.join(c.rel_dir for c in bad)}): {why}",
+                              highlight=False)  # fmt: skip
+            prog.update(
+                cells_bar,
+                completed=sum((d / "DONE").exists() or c in failed for c, _, d in _all(p, todo)),
+            )
     return failed
 
 
@@ -77,7 +87,9 @@ def _follow(job, group, prog, cells_bar, jobs_bar) -> None:
                 continue
             got = _jobs_progress(d)
             if got:
-                prog.update(jobs_bar, description=f"jobs of {cell.rel_dir}", completed=got[0], total=got[1])
+                prog.update(
+                    jobs_bar, description=f"jobs of {cell.rel_dir}", completed=got[0], total=got[1]
+                )
             break
         prog.update(cells_bar, completed=done_before + finished)
         time.sleep(1)

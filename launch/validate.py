@@ -1,43 +1,55 @@
 """Checks that run at planning time (``--dry-run`` too), before anything is submitted.
 
-Each check raises ConfigError with one line naming the key, the bad value and the fix.
+Each check raises ConfigError with one line naming the key, the bad value and the fix. A
+cell's config is first made typed (``launch.schema.typed``: kinds, ranges, names, files);
+then the checks across sections (engine vs GPU, DRAM vs node, the policy's own, the model
+folder) and, once per distinct workload, building the cell's jobs (``workloads.build``).
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
+import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
+from omegaconf import DictConfig, OmegaConf
 
+import workloads
 from harness import policies
 from harness.errors import ConfigError
+from launch import schema
+from launch.schema import ClusterConf, Config, Device, EngineConf
 
 ENGINE_DEVICE = {"vllm-cpu": "cpu", "vllm-cuda": "cuda"}
 
 
-def node_mem_gb(cluster) -> float:
+def node_mem_gb(cluster: ClusterConf | DictConfig) -> float:
     if cluster.node_mem_gb:
         return float(cluster.node_mem_gb)
     return psutil.virtual_memory().total / 2**30
 
 
-def mem_request_gb(cfg) -> int:
+def mem_request_gb(cfg: Config | DictConfig) -> int:
     """What the job asks the scheduler for: the offload tier plus the server's own reserve."""
     return int(cfg.dram.gb) + int(cfg.cluster.host_reserve_gb)
 
 
-def check_cell(cfg) -> None:
-    check_engine_gpu(cfg)
-    check_dram(cfg)
-    policies.get(cfg.policy.name).validate(cfg)
-    check_model(cfg)
+def check_cell(cfg: DictConfig) -> Config:
+    """Every check of one cell that needs no other cell; returns the typed config."""
+    typed = schema.typed(cfg)
+    check_engine_gpu(typed)
+    check_dram(typed)
+    policies.get(typed.policy.name).validate(cfg)
+    check_model(typed)
+    return typed
 
 
-def check_engine_gpu(cfg) -> None:
-    want = "cuda" if cfg.gpu.cuda else "cpu"
+def check_engine_gpu(cfg: Config) -> None:
+    want = Device.cuda if cfg.gpu.cuda else Device.cpu
     if cfg.engine.device != want:
         fix = "engine=vllm-cuda" if want == "cuda" else "engine=vllm-cpu (or a GPU: gpu=h100 ...)"
         raise ConfigError(
@@ -46,7 +58,7 @@ def check_engine_gpu(cfg) -> None:
         )
 
 
-def check_dram(cfg) -> None:
+def check_dram(cfg: Config) -> None:
     need, have = mem_request_gb(cfg), node_mem_gb(cfg.cluster)
     if need > have:
         raise ConfigError(
@@ -56,14 +68,38 @@ def check_dram(cfg) -> None:
         )
 
 
-def check_model(cfg) -> None:
+def check_model(cfg: Config) -> None:
     from harness.server import model_path
 
     if not (Path(model_path(cfg)) / "config.json").exists():
-        raise ConfigError(f"model.path={cfg.model.path} has no config.json; point it at a model folder")
+        raise ConfigError(
+            f"model.path={cfg.model.path} has no config.json; point it at a model folder"
+        )
 
 
-def check_local_machine(cfg) -> None:
+def check_workloads(cfgs: Iterable[DictConfig]) -> None:
+    """Build every cell's jobs as the harness will (``workloads.build``), so a workload that
+    cannot be made (a missing or unreadable trace, a tool-time file of no numbers, token ids
+    outside the model's vocabulary) is refused now. Cells that share a workload config, the
+    model's vocabulary and the JPS (cells of different policies, GPUs of one model) share one
+    build: a 60-cell sweep builds 5 workloads."""
+    seen: set[str] = set()
+    for cfg in cfgs:
+        key = json.dumps(
+            [OmegaConf.to_container(cfg.workload, resolve=True), cfg.model.first_token_id,
+             cfg.model.vocab_size, float(cfg.jps)],
+            sort_keys=True, default=str,
+        )  # fmt: skip
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            workloads.build(cfg)
+        except workloads.WorkloadError as e:
+            raise ConfigError(str(e)) from None
+
+
+def check_local_machine(cfg: DictConfig) -> None:
     """What the local executor needs of this machine: the engine installed, a GPU for CUDA."""
     if cfg.engine.device == "cuda" and not has_gpu():
         raise ConfigError(
@@ -75,7 +111,7 @@ def check_local_machine(cfg) -> None:
     check_engine_installed(cfg.engine)
 
 
-def check_engine_installed(engine) -> None:
+def check_engine_installed(engine: EngineConf | DictConfig) -> None:
     try:
         got = md.version(engine.package)
     except md.PackageNotFoundError:

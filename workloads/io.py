@@ -1,5 +1,7 @@
 """Write and read a workload (parquet or JSONL), so a run can be replayed and real agent
-traces can come in through the same door: one row per job with its token ids and times."""
+traces can come in through the same door: one row per job with its token ids and times.
+A workload file is written by ``python -m launch workload --out FILE [overrides ...]`` and
+replayed by ``workload.trace=FILE`` (``workloads.sources``)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pyarrow.parquet as pq
 
 from workloads.agent import JobSpec, Workload
 
+SUFFIXES = (".parquet", ".jsonl")
 SCHEMA = pa.schema(
     [
         ("job_id", pa.int32()),
@@ -79,4 +82,5 @@ def load(path: str | Path) -> Workload:
         rows = table.to_pylist()
     jobs = sorted((_job(r) for r in rows), key=lambda j: j.arrival_s)
     meta = {**meta, "source": str(path)}
-    return Workload(jobs=jobs, jps=float(meta.get("jps", 0.0)), seed=int(meta.get("seed", -1)), meta=meta)
+    jps, seed = float(meta.get("jps", 0.0)), int(meta.get("seed", -1))
+    return Workload(jobs=jobs, jps=jps, seed=seed, meta=meta)

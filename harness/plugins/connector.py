@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from vllm.distributed.kv_transfer.kv_connector.v1.base import (
@@ -37,9 +37,11 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
     KVConnectorRole,
 )
 
+from harness.hints import Hint
 from harness.plugins import compat
 from harness.plugins.host_tier import HostTier
 from harness.plugins.stats import Ledger, PolicyPromMetrics, PolicyStats
+from harness.policies.plugin_policy import PluginPolicy
 
 logger = logging.getLogger(__name__)
 VLLM_VERSION = compat.check_vllm()
@@ -57,24 +59,20 @@ def _log_like_vllm() -> None:
 _log_like_vllm()
 
 
-@dataclass(frozen=True)
-class ReqHint:
-    job: str
-    turn: int
-    last: bool
-    tool_s: float
-    tool: str = ""
+def request_hint(request: Any) -> Hint | None:
+    """The kvbench hint of a request (``kv_transfer_params``, else ``vllm_xargs``), if any.
 
-
-def request_hint(request: Any) -> ReqHint | None:
-    """The kvbench hint of a request (``kv_transfer_params`` or ``vllm_xargs``), if any."""
+    A malformed hint is logged and the request treated as unhinted (plain vLLM)."""
     for src in (getattr(request, "kv_transfer_params", None),
                 getattr(getattr(request, "sampling_params", None), "extra_args", None)):
-        if isinstance(src, dict) and "kvb_job_id" in src:
-            return ReqHint(job=str(src["kvb_job_id"]), turn=int(src.get("kvb_turn", 0)),
-                           last=bool(int(src.get("kvb_last", 0))),
-                           tool_s=float(src.get("kvb_tool_s", 0.0)),
-                           tool=str(src.get("kvb_tool", "")))
+        try:
+            hint = Hint.from_fields(src)
+        except ValueError as e:
+            logger.warning("request %s: %s; treated as unhinted",
+                           getattr(request, "request_id", "?"), e)
+            return None
+        if hint is not None:
+            return hint
     return None
 
 
@@ -87,14 +85,18 @@ class CopyMeta(KVConnectorMetadata):
 
 
 class PolicyConnector(KVConnectorBase_V1):
-    """Base of ``ContinuumTTLConnector`` and ``PredictivePrefetchConnector``."""
+    """Base of ``ContinuumTTLConnector`` and ``PredictivePrefetchConnector``.
 
-    POLICY = ""
+    ``SPEC`` is the policy class (``harness.policies``): its name, and the settings dataclass
+    that ``kv_connector_extra_config`` is validated with, the same one planning used."""
+
+    SPEC: ClassVar[type[PluginPolicy]] = PluginPolicy
+    POLICY: ClassVar[str] = ""
 
     def __init__(self, vllm_config: Any, role: KVConnectorRole, kv_cache_config: Any = None):
         super().__init__(vllm_config, role, kv_cache_config)
         extra = dict(self._kv_transfer_config.kv_connector_extra_config or {})
-        self.settings = self.resolve_settings(extra)
+        self.settings: Any = self.resolve_settings(extra)
         self.block_size = vllm_config.cache_config.block_size
         self.num_blocks = kv_cache_config.num_blocks
         tensors = getattr(kv_cache_config, "kv_cache_tensors", [])
@@ -105,26 +107,27 @@ class PolicyConnector(KVConnectorBase_V1):
         self.to_dev: list[tuple[int, int]] = []
         self.to_dev_now: list[tuple[int, int]] = []
         self.step = 0
-        self.ledger = Ledger(self.POLICY, self.settings)
+        self.ledger = Ledger(self.POLICY, self.settings.to_dict())
         if role == KVConnectorRole.SCHEDULER:
             logger.info("%s on vLLM %s: %s", self.POLICY, VLLM_VERSION, self.settings)
 
     @classmethod
-    def resolve_settings(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+    def resolve_settings(cls, raw: dict[str, Any]) -> Any:
+        """``kv_connector_extra_config`` as the policy's settings (ConfigError if bad)."""
+        return cls.SPEC.parse_settings(raw)
 
     @property
     def requires_kv_delivery(self) -> bool:
         return False
 
     # ---- hooks for subclasses (scheduler side) ----
-    def on_finish(self, request: Any, blocks: list[Any], hint: ReqHint) -> None: ...
+    def on_finish(self, request: Any, blocks: list[Any], hint: Hint) -> None: ...
 
-    def on_lookup(self, request: Any, num_local: int, hint: ReqHint | None) -> int:
+    def on_lookup(self, request: Any, num_local: int, hint: Hint | None) -> int:
         return 0
 
     def on_admit(self, request: Any, block_ids: list[int], num_external: int,
-                 hint: ReqHint) -> None: ...
+                 hint: Hint) -> None: ...
 
     def on_tick(self, now: float) -> None: ...
 
@@ -172,9 +175,9 @@ class PolicyConnector(KVConnectorBase_V1):
         self._make_room(request, num_computed_tokens, hint)
         return self.on_lookup(request, num_computed_tokens, hint), False
 
-    def _make_room(self, request: Any, num_local: int, hint: ReqHint | None) -> None:
+    def _make_room(self, request: Any, num_local: int, hint: Hint | None) -> None:
         need = -(-(request.num_tokens - num_local) // self.block_size) + 1
-        spare = hint.job if hint else None
+        spare = hint.job_id if hint else None
         while self.pool.get_num_free_blocks() < need and self.yield_one(spare):
             pass
 
@@ -201,7 +204,7 @@ class PolicyConnector(KVConnectorBase_V1):
     def has_pending_push_work(self) -> bool:
         if self._role != KVConnectorRole.SCHEDULER or not self.has_timed_work():
             return False
-        time.sleep(self.settings["tick_s"])
+        time.sleep(self.settings.tick_s)
         return True
 
     def get_kv_connector_stats(self) -> PolicyStats | None:

@@ -6,18 +6,10 @@ Seam for the policy registry (all a launcher needs)::
     argv += continuum_ttl.server_args(settings)       # --kv-transfer-config {...}
     env.update(continuum_ttl.server_env(settings))    # PYTHONPATH, KVBENCH_PLUGIN_STATS_DIR
 
-``settings`` keys (all optional; unknown keys raise ``SettingsError`` listing these):
-
-=============  ========  ===================================================================
-ttl_s          2.0       TTL (s) for ``fixed``; ``running_mean``'s TTL before any observation
-ttl_rule       fixed     ``fixed`` | ``running_mean`` (TTL = ttl_scale x mean gap of the
-                         tool, as Continuum's public code); the paper's rule registers here
-ttl_scale      1.5       ``running_mean`` multiplier
-ttl_max_s      60.0      upper bound on any TTL
-min_free_frac  0.0       release the oldest pins whenever free blocks < this x pool
-tick_s         0.01      idle tick while pins are held (see ``connector.py``)
-stats_dir      None      where the JSON snapshot goes (``KVBENCH_PLUGIN_STATS_DIR``)
-=============  ========  ===================================================================
+``settings`` (all optional) are the fields of ``ContinuumTtlSettings``
+(``harness/policies/continuum_ttl.py``: types, defaults, allowed values, one line each); the
+connector builds that same dataclass from ``kv_connector_extra_config``, so an unknown key
+or a bad value raises ``ConfigError`` naming ``policy.settings.<key>`` here as at planning.
 
 Mechanism: a KV connector (``ContinuumTTLConnector``) loaded by mainline vLLM through
 ``kv_connector_module_path``. When a non-last turn of a hinted job finishes, the connector
@@ -34,28 +26,30 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vllm.v1.request import RequestStatus
 
+from harness.hints import Hint
 from harness.plugins import compat
-from harness.plugins.connector import PolicyConnector, ReqHint
-from harness.plugins.schemas import CONTINUUM_TTL as SCHEMA
-from harness.plugins.schemas import TTL_RULE_NAMES
-from harness.plugins.settings import kv_transfer_args, plugin_env, resolve
+from harness.plugins.connector import PolicyConnector
+from harness.policies.continuum_ttl import TTL_RULES as TTL_RULE_NAMES
+from harness.policies.continuum_ttl import ContinuumTtl as SPEC
+from harness.policies.continuum_ttl import ContinuumTtlSettings as Settings
 
 logger = logging.getLogger(__name__)
 
-POLICY = "continuum_ttl"
-MODULE = "harness.plugins.continuum_ttl"
-CONNECTOR = "ContinuumTTLConnector"
+POLICY = SPEC.name
+MODULE = SPEC.module
+CONNECTOR = SPEC.connector
 
 
 class TtlRule(Protocol):
-    def ttl(self, hint: ReqHint) -> float: ...
+    def ttl(self, hint: Hint) -> float: ...
 
-    def observe(self, hint: ReqHint, gap_s: float) -> None: ...
+    def observe(self, hint: Hint, gap_s: float) -> None: ...
 
 
 TTL_RULES: dict[str, type] = {}
@@ -71,13 +65,13 @@ def ttl_rule(name: str):
 
 @ttl_rule("fixed")
 class FixedTtl:
-    def __init__(self, settings: dict[str, Any]):
-        self.ttl_s = settings["ttl_s"]
+    def __init__(self, settings: Settings):
+        self.ttl_s = settings.ttl_s
 
-    def ttl(self, hint: ReqHint) -> float:
+    def ttl(self, hint: Hint) -> float:
         return self.ttl_s
 
-    def observe(self, hint: ReqHint, gap_s: float) -> None:
+    def observe(self, hint: Hint, gap_s: float) -> None:
         return
 
 
@@ -85,69 +79,66 @@ class FixedTtl:
 class RunningMeanTtl:
     """``ttl_scale`` x the mean gap seen after this tool (``kvb_tool``, else one pool)."""
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: Settings):
         self.s = settings
         self.sums: dict[str, tuple[float, int]] = {}
 
-    def ttl(self, hint: ReqHint) -> float:
+    def ttl(self, hint: Hint) -> float:
         total, n = self.sums.get(hint.tool, (0.0, 0))
-        return self.s["ttl_s"] if n == 0 else self.s["ttl_scale"] * total / n
+        return self.s.ttl_s if n == 0 else self.s.ttl_scale * total / n
 
-    def observe(self, hint: ReqHint, gap_s: float) -> None:
+    def observe(self, hint: Hint, gap_s: float) -> None:
         total, n = self.sums.get(hint.tool, (0.0, 0))
         self.sums[hint.tool] = (total + gap_s, n + 1)
 
 
-# The Continuum paper's TTL rule goes here as @ttl_rule("paper") with the same two methods.
+# The Continuum paper's TTL rule goes here as @ttl_rule("paper") with the same two methods
+# (and its name in harness.policies.continuum_ttl.TTL_RULES, the setting's allowed values).
+
+assert set(TTL_RULES) == set(TTL_RULE_NAMES), "harness.policies.continuum_ttl.TTL_RULES is stale"
 
 
-
-assert set(TTL_RULES) == set(TTL_RULE_NAMES), "schemas.TTL_RULE_NAMES is out of date"
-
-
-def server_args(settings: dict[str, Any] | None = None) -> list[str]:
-    return kv_transfer_args(CONNECTOR, MODULE, resolve(POLICY, SCHEMA, settings))
+def server_args(settings: Mapping[str, Any] | None = None) -> list[str]:
+    return SPEC.transfer_args(settings)
 
 
-def server_env(settings: dict[str, Any] | None = None) -> dict[str, str]:
-    return plugin_env(resolve(POLICY, SCHEMA, settings)["stats_dir"])
+def server_env(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
+    return SPEC.transfer_env(settings)
 
 
 @dataclass
 class Pin:
-    hint: ReqHint
+    hint: Hint
     blocks: list[Any]
     t_end: float
     expires: float
 
 
 class ContinuumTTLConnector(PolicyConnector):
+    SPEC = SPEC
     POLICY = POLICY
+    settings: Settings
 
     def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None):
         super().__init__(vllm_config, role, kv_cache_config)
-        self.rule: TtlRule = TTL_RULES[self.settings["ttl_rule"]](self.settings)
+        self.rule: TtlRule = TTL_RULES[self.settings.ttl_rule](self.settings)
         self.pins: dict[str, Pin] = {}  # insertion order = age
         self.local: dict[str, int] = {}
 
-    @classmethod
-    def resolve_settings(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        return resolve(POLICY, SCHEMA, raw)
-
-    def on_finish(self, request: Any, blocks: list[Any], hint: ReqHint) -> None:
-        self._unpin(hint.job, "pins_released_next_turn")
+    def on_finish(self, request: Any, blocks: list[Any], hint: Hint) -> None:
+        self._unpin(hint.job_id, "pins_released_next_turn")
         aborted = request.status == RequestStatus.FINISHED_ABORTED
         if hint.last or aborted or not blocks:
-            self.ledger.jobs.pop(hint.job, None)
+            self.ledger.jobs.pop(hint.job_id, None)
         else:
             self._pin(hint, blocks)
         self._sync()
 
-    def _pin(self, hint: ReqHint, blocks: list[Any]) -> None:
+    def _pin(self, hint: Hint, blocks: list[Any]) -> None:
         now = time.time()
-        ttl = min(self.rule.ttl(hint), self.settings["ttl_max_s"])
+        ttl = min(self.rule.ttl(hint), self.settings.ttl_max_s)
         compat.hold(self.pool, blocks)
-        self.pins[hint.job] = Pin(hint, blocks, now, now + ttl)
+        self.pins[hint.job_id] = Pin(hint, blocks, now, now + ttl)
         self.ledger.add("pins_created")
 
     def _unpin(self, job: str, reason: str) -> bool:
@@ -158,17 +149,17 @@ class ContinuumTTLConnector(PolicyConnector):
         self.ledger.add(reason)
         return True
 
-    def on_lookup(self, request: Any, num_local: int, hint: ReqHint | None) -> int:
+    def on_lookup(self, request: Any, num_local: int, hint: Hint | None) -> int:
         self.local[request.request_id] = num_local
         return 0
 
     def on_admit(self, request: Any, block_ids: list[int], num_external: int,
-                 hint: ReqHint) -> None:
-        pin = self.pins.get(hint.job)
+                 hint: Hint) -> None:
+        pin = self.pins.get(hint.job_id)
         if pin is not None:
             self.rule.observe(pin.hint, max(request.arrival_time - pin.t_end, 0.0))
-            self._unpin(hint.job, "pins_released_next_turn")
-        self.ledger.admit(job=hint.job, turn=hint.turn, prompt_tokens=request.num_tokens,
+            self._unpin(hint.job_id, "pins_released_next_turn")
+        self.ledger.admit(job=hint.job_id, turn=hint.turn, prompt_tokens=request.num_tokens,
                           local_tokens=self.local.pop(request.request_id, 0),
                           host_tokens=num_external, was_pinned=pin is not None)
         self._sync()
@@ -176,7 +167,7 @@ class ContinuumTTLConnector(PolicyConnector):
     def on_tick(self, now: float) -> None:
         for job in [j for j, p in self.pins.items() if p.expires <= now]:
             self._unpin(job, "pins_expired")
-        floor = self.settings["min_free_frac"] * self.num_blocks
+        floor = self.settings.min_free_frac * self.num_blocks
         while self.pins and self.pool.get_num_free_blocks() < floor:
             self._unpin(next(iter(self.pins)), "pins_released_pressure")
         self._sync()

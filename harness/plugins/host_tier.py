@@ -97,6 +97,7 @@ class HostTier:
         if not self.cuda:
             self._copy(to_host, to_dev, to_dev_now)
             return
+        assert self.stream is not None  # made in __init__ whenever self.cuda
         main = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(main)
         with torch.cuda.stream(self.stream):

@@ -6,23 +6,11 @@ Seam for the policy registry (all a launcher needs)::
     argv += predictive_prefetch.server_args(settings)     # --kv-transfer-config {...}
     env.update(predictive_prefetch.server_env(settings))  # PYTHONPATH, stats dir
 
-``settings`` keys (all optional; unknown keys raise ``SettingsError`` listing these):
-
-=============  ========  ===================================================================
-lead_s         0.5       start the prefetch this long before the predicted return (s)
-predictor      oracle    tool-time predictor (``harness.plugins.predictors`` registry)
-host_tier_gb   1.0       host buffer size (GiB); a turn that does not fit is not offloaded
-link_gb_s      0.0       emulated host->VRAM bandwidth (GB/s) a prefetch must wait out
-                         before its blocks count as in VRAM; 0 = no emulation (the CPU
-                         engine's copies are plain memcpy, so tests set it to give the lead
-                         something to cover)
-hold_s         30.0      prefetched KV is held this long past the predicted return, then
-                         released (the job is presumed gone)
-late_load      True      a turn that arrives before its prefetch landed loads the missing
-                         blocks from the host tier (counted as host, not VRAM, tokens)
-tick_s         0.01      idle tick while offloads/prefetches are pending
-stats_dir      None      where the JSON snapshot goes (``KVBENCH_PLUGIN_STATS_DIR``)
-=============  ========  ===================================================================
+``settings`` (all optional) are the fields of ``PredictivePrefetchSettings``
+(``harness/policies/predictive_prefetch.py``: types, defaults, allowed values, one line each);
+the connector builds that same dataclass from ``kv_connector_extra_config``, so an unknown
+key or a bad value raises ``ConfigError`` naming ``policy.settings.<key>`` here as at
+planning. ``host_tier_gb`` must be given here (the launcher sets it from ``dram``).
 
 Mechanism (one KV connector, ``PredictivePrefetchConnector``, loaded through
 ``kv_connector_module_path``; no scheduler class):
@@ -44,36 +32,39 @@ import heapq
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from vllm.v1.request import RequestStatus
 
+from harness.errors import ConfigError
+from harness.hints import Hint
 from harness.plugins import compat, predictors
-from harness.plugins.connector import PolicyConnector, ReqHint
-from harness.plugins.schemas import PREDICTIVE_PREFETCH as SCHEMA
-from harness.plugins.settings import kv_transfer_args, plugin_env, resolve
+from harness.plugins.connector import PolicyConnector
+from harness.policies.predictive_prefetch import PredictivePrefetch as SPEC
+from harness.policies.predictive_prefetch import PredictivePrefetchSettings as Settings
 
 logger = logging.getLogger(__name__)
 
-POLICY = "predictive_prefetch"
-MODULE = "harness.plugins.predictive_prefetch"
-CONNECTOR = "PredictivePrefetchConnector"
+POLICY = SPEC.name
+MODULE = SPEC.module
+CONNECTOR = SPEC.connector
 
 
-def server_args(settings: dict[str, Any] | None = None) -> list[str]:
-    return kv_transfer_args(CONNECTOR, MODULE, resolve(POLICY, SCHEMA, settings))
+def server_args(settings: Mapping[str, Any] | None = None) -> list[str]:
+    return SPEC.transfer_args(settings)
 
 
-def server_env(settings: dict[str, Any] | None = None) -> dict[str, str]:
-    return plugin_env(resolve(POLICY, SCHEMA, settings)["stats_dir"])
+def server_env(settings: Mapping[str, Any] | None = None) -> dict[str, str]:
+    return SPEC.transfer_env(settings)
 
 
 @dataclass
 class Entry:
     """A job's KV between two turns. state: saving -> host -> inflight -> vram."""
 
-    hint: ReqHint
+    hint: Hint
     keys: list[tuple[Any, int]]  # (prefix-cache key, tokens it covers) per block
     plain: list[Any]  # the request's block hashes, to match the next turn's prompt
     slots: list[int]  # host block per key
@@ -89,27 +80,37 @@ class Entry:
 
 
 class PredictivePrefetchConnector(PolicyConnector):
+    SPEC = SPEC
     POLICY = POLICY
+    settings: Settings
 
     def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None):
         super().__init__(vllm_config, role, kv_cache_config)
-        self.predictor = predictors.make(self.settings["predictor"], self.settings)
-        self.n_host = int(self.settings["host_tier_gb"] * 2**30 // max(self.block_bytes, 1))
+        self.predictor = predictors.make(self.settings.predictor, self.settings)
+        tier_gb = self.settings.host_tier_gb
+        assert tier_gb is not None  # resolve_settings refuses null
+        self.n_host = int(tier_gb * 2**30 // max(self.block_bytes, 1))
         self.free_slots = list(range(self.n_host))  # ascending
         self.entries: dict[str, Entry] = {}
         self.local: dict[str, int] = {}
         self.loads: dict[str, int] = {}  # request id -> first block to load from host
 
     @classmethod
-    def resolve_settings(cls, raw: dict[str, Any]) -> dict[str, Any]:
-        return resolve(POLICY, SCHEMA, raw)
+    def resolve_settings(cls, raw: dict[str, Any]) -> Settings:
+        s: Settings = super().resolve_settings(raw)
+        if s.host_tier_gb is None:
+            raise ConfigError(
+                f"policy.settings.host_tier_gb=null: the {POLICY} connector needs the host "
+                f"tier's size in GiB (the launcher sets it from dram.gb)"
+            )
+        return s
 
     def host_blocks(self) -> int:
         return self.n_host
 
     # ---- turn end: offload ----
-    def on_finish(self, request: Any, blocks: list[Any], hint: ReqHint) -> None:
-        self._drop(hint.job)
+    def on_finish(self, request: Any, blocks: list[Any], hint: Hint) -> None:
+        self._drop(hint.job_id)
         aborted = request.status == RequestStatus.FINISHED_ABORTED
         if hint.last or aborted or not blocks:
             return self._sync()
@@ -121,12 +122,12 @@ class PredictivePrefetchConnector(PolicyConnector):
         keys = [(b.block_hash, b.block_hash_num_tokens or (i + 1) * self.block_size)
                 for i, b in enumerate(blocks)]
         compat.hold(self.pool, blocks)
-        self.to_host += [(b.block_id, s) for b, s in zip(blocks, slots)]
+        self.to_host += [(b.block_id, s) for b, s in zip(blocks, slots, strict=False)]
         self.ledger.add("offload_bytes", len(blocks) * self.block_bytes)
-        self.entries[hint.job] = Entry(
+        self.entries[hint.job_id] = Entry(
             hint, keys, list(request.block_hashes[:len(blocks)]), slots, now,
-            due=now + predicted - self.settings["lead_s"],
-            expires=now + predicted + self.settings["hold_s"],
+            due=now + predicted - self.settings.lead_s,
+            expires=now + predicted + self.settings.hold_s,
             step=self.step + 1, held=blocks)
         self._sync()
 
@@ -178,11 +179,11 @@ class PredictivePrefetchConnector(PolicyConnector):
             e.held, e.state = kept, "vram"
             return
         new = self.pool.get_new_blocks(len(missing))
-        self.to_dev += [(e.slots[i], b.block_id) for i, b in zip(missing, new)]
-        e.fresh = [(e.keys[i][0], e.keys[i][1], b) for i, b in zip(missing, new)]
+        self.to_dev += [(e.slots[i], b.block_id) for i, b in zip(missing, new, strict=False)]
+        e.fresh = [(e.keys[i][0], e.keys[i][1], b) for i, b in zip(missing, new, strict=False)]
         e.held, e.state, e.step = kept + new, "inflight", self.step
         nbytes = len(missing) * self.block_bytes
-        link = self.settings["link_gb_s"]
+        link = self.settings.link_gb_s
         e.ready = now + (nbytes / (link * 1e9) if link > 0 else 0.0)
         self.ledger.add("prefetch_bytes", nbytes)
 
@@ -192,9 +193,9 @@ class PredictivePrefetchConnector(PolicyConnector):
         e.fresh, e.state = [], "vram"
 
     # ---- next turn ----
-    def on_lookup(self, request: Any, num_local: int, hint: ReqHint | None) -> int:
+    def on_lookup(self, request: Any, num_local: int, hint: Hint | None) -> int:
         self.local[request.request_id] = num_local
-        e = self.entries.get(hint.job) if hint else None
+        e = self.entries.get(hint.job_id) if hint else None
         if e is None or e.state in ("vram", "saving"):
             return 0
         if e.state == "inflight":  # arrived before the transfer landed: cancel it
@@ -207,10 +208,10 @@ class PredictivePrefetchConnector(PolicyConnector):
         return self._plan_late_load(request, num_local, e)
 
     def _plan_late_load(self, request: Any, num_local: int, e: Entry) -> int:
-        if not self.settings["late_load"]:
+        if not self.settings.late_load:
             return 0
         m = 0
-        for a, b in zip(request.block_hashes, e.plain):
+        for a, b in zip(request.block_hashes, e.plain, strict=False):
             if a != b:
                 break
             m += 1
@@ -222,8 +223,8 @@ class PredictivePrefetchConnector(PolicyConnector):
         return (m - start) * self.block_size
 
     def on_admit(self, request: Any, block_ids: list[int], num_external: int,
-                 hint: ReqHint) -> None:
-        e = self.entries.get(hint.job)
+                 hint: Hint) -> None:
+        e = self.entries.get(hint.job_id)
         start = self.loads.pop(request.request_id, None)
         if e is not None and num_external > 0 and start is not None:
             idx = range(start, start + num_external // self.block_size)
@@ -234,8 +235,8 @@ class PredictivePrefetchConnector(PolicyConnector):
             if e.state == "vram" and not e.late:
                 self.ledger.add("prefetch_hits")
             self.predictor.observe(e.hint, max(request.arrival_time - e.t_end, 0.0))
-            self._drop(hint.job)
-        self.ledger.admit(job=hint.job, turn=hint.turn, prompt_tokens=request.num_tokens,
+            self._drop(hint.job_id)
+        self.ledger.admit(job=hint.job_id, turn=hint.turn, prompt_tokens=request.num_tokens,
                           local_tokens=self.local.pop(request.request_id, 0),
                           host_tokens=num_external, state_at_arrival=state)
         self._sync()

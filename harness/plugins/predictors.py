@@ -7,32 +7,34 @@ with the gap it actually saw (turn end to next-turn arrival)::
 
     @register("ewma")
     class Ewma:
-        def __init__(self, settings: dict): ...
-        def predict(self, hint: ReqHint) -> float: ...
-        def observe(self, hint: ReqHint, gap_s: float) -> None: ...
+        def __init__(self, settings: PredictivePrefetchSettings): ...
+        def predict(self, hint: Hint) -> float: ...
+        def observe(self, hint: Hint, gap_s: float) -> None: ...
+
+A registered name is at once an allowed value of the ``predictor`` setting (planning and the
+connector read this registry).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from harness.plugins.connector import ReqHint
+from harness.hints import Hint
 
 logger = logging.getLogger(__name__)
 
 
 class Predictor(Protocol):
-    def predict(self, hint: ReqHint) -> float:
+    def predict(self, hint: Hint) -> float:
         """Seconds from the end of this turn until the job's next turn arrives."""
 
-    def observe(self, hint: ReqHint, gap_s: float) -> None:
+    def observe(self, hint: Hint, gap_s: float) -> None:
         """The gap that followed ``hint``'s turn, once the next turn arrived."""
 
 
-PREDICTORS: dict[str, Callable[[dict[str, Any]], Predictor]] = {}
+PREDICTORS: dict[str, Callable[[Any], Predictor]] = {}  # called with the settings
 
 
 def register(name: str) -> Callable[[type], type]:
@@ -43,7 +45,7 @@ def register(name: str) -> Callable[[type], type]:
     return deco
 
 
-def make(name: str, settings: dict[str, Any]) -> Predictor:
+def make(name: str, settings: Any) -> Predictor:
     try:
         return PREDICTORS[name](settings)
     except KeyError:
@@ -54,11 +56,11 @@ def make(name: str, settings: dict[str, Any]) -> Predictor:
 class Oracle:
     """The true tool time, from the request's hint (``kvb_tool_s``)."""
 
-    def __init__(self, settings: dict[str, Any]):
+    def __init__(self, settings: Any):
         self.settings = settings
 
-    def predict(self, hint: ReqHint) -> float:
+    def predict(self, hint: Hint) -> float:
         return max(hint.tool_s, 0.0)
 
-    def observe(self, hint: ReqHint, gap_s: float) -> None:
+    def observe(self, hint: Hint, gap_s: float) -> None:
         return

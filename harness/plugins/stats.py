@@ -105,7 +105,7 @@ class Ledger:
     def __init__(self, policy: str, settings: dict[str, Any]):
         self.policy = policy
         self.settings = settings
-        self.totals = dict.fromkeys(COUNTERS, 0)
+        self.totals: dict[str, int | float] = dict.fromkeys(COUNTERS, 0)
         self.gauges = dict.fromkeys(GAUGES, 0)
         self._sent = dict(self.totals)
         self._sent_gauges: dict[str, Any] = {}

@@ -1,16 +1,13 @@
-"""Policy registry: one module per policy, each registering a :class:`Policy`.
+"""The policies: one module per policy, each registering a :class:`Policy` under its name.
 
 A policy turns the cell's config into what the server needs (extra arguments, environment,
-files such as an LMCache config) and validates what it can before submission.
+files such as an LMCache config) and validates what it can before submission. Its settings
+are a typed dataclass (``Policy.settings_type``, see ``harness.policies.settings``). Modules
+are found by :func:`harness.policies.base.discover`: adding a policy is adding a module.
 """
 
 from __future__ import annotations
 
-from harness.policies.base import Policy, get, names, register
+from harness.policies.base import Policy, classes, get, get_class, names, register
 
-# Import the modules so their @register decorators run.
-from harness.policies import fcfs  # noqa: E402,F401  isort: skip
-from harness.policies import continuum_ttl, predictive_prefetch  # noqa: E402,F401  isort: skip
-from harness.policies import continuum, lmcache, native_offload  # noqa: E402,F401  isort: skip
-
-__all__ = ["Policy", "get", "names", "register"]
+__all__ = ["Policy", "classes", "get", "get_class", "names", "register"]

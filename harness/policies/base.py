@@ -1,17 +1,47 @@
-"""The Policy seam and its registry (a registry per kind, as guidellm does)."""
+"""The Policy seam and the one registry of policies.
+
+Every module of the ``harness.policies`` package (not the private ``_*`` ones, not
+subpackages or data folders such as ``continuum_site``) is imported on the first lookup, and
+each ``@register``-ed class is found under its ``name``; there is no hand-kept list. A name
+registered by two classes is an error. A policy class carries everything else that keys on
+its name: its settings type (``settings_type``) and, for our own plugins, the connector and
+its module (``harness.policies.plugin_policy.PluginPolicy``), from which
+``harness.plugins`` derives its lookups.
+"""
 
 from __future__ import annotations
 
-from harness.errors import ConfigError
+import importlib
+import pkgutil
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from harness.errors import ConfigError, KvbenchError
+from harness.policies.settings import Settings, parse
 
 _REGISTRY: dict[str, type[Policy]] = {}
+_discovered = False
+
+
+class RegistryError(KvbenchError, ValueError):
+    """Two policy classes claim one name (or a class has none)."""
 
 
 class Policy:
-    """Defaults are plain vLLM: no extra flags, no extra environment."""
+    """Defaults are plain vLLM: no extra flags, no extra environment, no settings."""
 
-    name = ""
-    engine_reason = ""  # why it runs only on cfg.policy.engines; said in the engine error
+    name: ClassVar[str] = ""
+    engine_reason: ClassVar[str] = ""  # why it runs only on cfg.policy.engines (engine error)
+    settings_type: ClassVar[type[Settings]] = Settings  # the policy's typed settings
+
+    @classmethod
+    def parse_settings(cls, raw: Mapping[str, Any] | None) -> Any:
+        """``settings_type`` built from a plain mapping; ConfigError names a bad key."""
+        return parse(cls.settings_type, raw, cls.name)
+
+    def settings(self, cfg) -> Any:
+        """The cell's ``policy.settings`` as this policy's ``settings_type``."""
+        return self.parse_settings(plain(cfg.policy.settings))
 
     def server_args(self, cfg) -> list[str]:
         return list(cfg.policy.extra_args)
@@ -43,21 +73,67 @@ class Policy:
                 f"choose engine={cfg.policy.engines[0]} (on a GPU node) or a policy the "
                 f"{cfg.engine.name} engine runs"
             )
+        self.settings(cfg)
+
+
+def plain(raw: Any) -> dict[str, Any]:
+    """``policy.settings`` (an OmegaConf node or a mapping) as a plain dict, resolved."""
+    if raw is None:
+        return {}
+    from omegaconf import DictConfig, OmegaConf  # not needed by the plugins in vLLM
+
+    if isinstance(raw, DictConfig):
+        raw = OmegaConf.to_container(raw, resolve=True)
+    return {str(k): v for k, v in dict(raw).items()}
 
 
 def register(cls: type[Policy]) -> type[Policy]:
+    """Class decorator: ``cls`` under ``cls.name``; a name taken by another class raises."""
+    if not cls.name:
+        raise RegistryError(f"{cls.__module__}.{cls.__qualname__} has no name")
+    other = _REGISTRY.get(cls.name)
+    if other is not None and _where(other) != _where(cls):  # the same class re-imported: fine
+        raise RegistryError(
+            f"policy name {cls.name!r} is registered twice: by {_where(other)} and {_where(cls)}"
+        )
     _REGISTRY[cls.name] = cls
     return cls
 
 
+def _where(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def discover() -> None:
+    """Import every public module of ``harness.policies`` once (their ``@register`` runs)."""
+    global _discovered
+    if _discovered:
+        return
+    package = importlib.import_module("harness.policies")
+    for mod in pkgutil.iter_modules(package.__path__):
+        if not mod.ispkg and not mod.name.startswith("_"):
+            importlib.import_module(f"{package.__name__}.{mod.name}")
+    _discovered = True
+
+
+def classes() -> dict[str, type[Policy]]:
+    """name -> policy class, every policy of the package."""
+    discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return list(classes())
 
 
-def get(name: str) -> Policy:
+def get_class(name: str) -> type[Policy]:
     try:
-        return _REGISTRY[name]()
+        return classes()[name]
     except KeyError:
         raise ConfigError(
             f"policy={name} has no implementation; known: {', '.join(names())}"
         ) from None
+
+
+def get(name: str) -> Policy:
+    return get_class(name)()

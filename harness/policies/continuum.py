@@ -9,7 +9,9 @@ Continuum's top-level ``job_id`` / ``is_last_step`` on every turn (``continuum_f
 Environment: ``PYTHONPATH`` is exactly ``harness/policies/continuum_site`` (kvbench's own
 packages stay out of the fork's interpreter), whose ``sitecustomize`` gives each finished turn
 a tool name when its output has none (random weights never write one), so the fork's own
-pinning rule can act; ``KVBENCH_CONTINUUM_TOOL`` is that name. See docs/policies/continuum.md.
+pinning rule can act; ``KVBENCH_CONTINUUM_TOOL`` is that name. The shim loads only
+``harness/hints.py`` (the hint format, standard library only) by its file path. Settings:
+``ContinuumSettings`` below. See docs/policies/continuum.md.
 """
 
 from __future__ import annotations
@@ -17,18 +19,15 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from harness.errors import ConfigError
-from harness.policies import common
 from harness.policies.base import Policy, register
+from harness.policies.settings import Settings, setting, show
 
 SHIM_DIR = Path(__file__).resolve().with_name("continuum_site")
-DEFAULTS: dict[str, Any] = {
-    "python": None,  # the fork environment's interpreter
-    "default_tool": "tool",  # tool name of a turn whose output names none; None: no fallback
-}
+HINTS_FILE = SHIM_DIR.parents[1] / "hints.py"  # the shim loads the hint format by its path
 HOW = (
     "build it as docs/policies/continuum.md says, "
     "then export KVBENCH_CONTINUUM_PYTHON=<env>/bin/python"
@@ -45,45 +44,56 @@ PROBE = (
 )
 
 
+@dataclass(frozen=True)
+class ContinuumSettings(Settings):
+    python: str | None = setting(
+        None, "the fork environment's interpreter (the YAML reads $KVBENCH_CONTINUUM_PYTHON)")
+    default_tool: str | None = setting(
+        "tool", "tool name of a finished turn whose output names none; null: no fallback")
+
+    def check(self, policy: str) -> None:
+        tool = self.default_tool
+        if tool is not None and (not tool or tool.split() != [tool]):
+            raise ConfigError(
+                f"policy.settings.default_tool={show(tool)} must be one word (a tool name, as "
+                f"the fork parses the first word of a bash command) or null for no fallback"
+            )
+
+
 @register
 class Continuum(Policy):
     name = "continuum"
     engine_reason = "the fork is a CUDA build of vLLM 0.10.2"
+    settings_type = ContinuumSettings
 
     def python(self, cfg) -> str | None:
-        return common.settings(cfg, DEFAULTS)["python"] or None
+        return self.settings(cfg).python or None
 
     def server_args(self, cfg) -> list[str]:
         return ["--scheduling-policy", "continuum"] + super().server_args(cfg)
 
     def server_env(self, cfg) -> dict[str, str]:
         env = {"PYTHONPATH": str(SHIM_DIR)}
-        tool = common.settings(cfg, DEFAULTS)["default_tool"]
+        tool = self.settings(cfg).default_tool
         if tool:
-            env["KVBENCH_CONTINUUM_TOOL"] = str(tool)
+            env["KVBENCH_CONTINUUM_TOOL"] = tool
         return {**env, **super().server_env(cfg)}
 
     def validate(self, cfg) -> None:
         super().validate(cfg)
-        s = common.settings(cfg, DEFAULTS)
-        tool = s["default_tool"]
-        if tool is not None and (not isinstance(tool, str) or not tool or tool.split() != [tool]):
-            raise ConfigError(
-                f"policy.settings.default_tool={tool!r} must be one word (a tool name, as the fork "
-                f"parses the first word of a bash command) or null for no fallback"
-            )
         owned = sorted({"PYTHONPATH", "KVBENCH_CONTINUUM_TOOL"} & set(cfg.policy.env))
         if owned:
             raise ConfigError(
                 f"policy.env.{owned[0]} is set by policy=continuum (the fork's shim); remove it "
                 f"(the tool name is policy.settings.default_tool)"
             )
-        if not (SHIM_DIR / "sitecustomize.py").is_file():
-            raise ConfigError(
-                f"policy=continuum needs its shim {SHIM_DIR}/sitecustomize.py, which this "
-                f"install lacks; run kvbench from its repository (pip install -e .)"
-            )
-        check_fork_env(s["python"])
+        for need in (SHIM_DIR / "sitecustomize.py", HINTS_FILE):
+            if not need.is_file():
+                raise ConfigError(
+                    f"policy=continuum needs its shim's {need}, which this install lacks; run "
+                    f"kvbench from its repository (pip install -e .)"
+                )
+        check_fork_env(self.settings(cfg).python)
 
 
 def check_fork_env(python: str | None) -> None:

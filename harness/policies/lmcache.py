@@ -19,6 +19,7 @@ compiled extension loads with torch 2.11 (vLLM 0.26's pin). ``max_local_cpu_size
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -26,13 +27,9 @@ import yaml
 from harness.errors import ConfigError
 from harness.policies import common
 from harness.policies.base import Policy, register
+from harness.policies.settings import Settings, setting
 
 CONFIG_FILE = "lmcache.yaml"
-DEFAULTS: dict[str, Any] = {
-    "offload_gb": None,  # GiB of the local CPU backend; None: all of dram.gb
-    "chunk_size": 256,  # tokens per LMCache chunk (its default)
-    "config": {},  # more LMCache config keys, written to the file as they are
-}
 OWNED = {
     "chunk_size": "policy.settings.chunk_size",
     "local_cpu": "the policy (always true: the tier under test)",
@@ -41,10 +38,28 @@ OWNED = {
 ENV_OWNED = {f"LMCACHE_{k.upper()}" for k in OWNED} | {"LMCACHE_CONFIG_FILE"}
 
 
+@dataclass(frozen=True)
+class LMCacheSettings(Settings):
+    offload_gb: float | None = setting(
+        None, "GiB of LMCache's local CPU backend (max_local_cpu_size); null: all of dram.gb")
+    chunk_size: int = setting(256, "tokens per LMCache chunk (LMCache's default)")
+    config: dict[str, Any] = setting(
+        {}, "more LMCache config keys, written to lmcache.yaml as they are")
+
+    def check(self, policy: str) -> None:
+        if self.chunk_size <= 0:
+            raise ConfigError(
+                f"policy.settings.chunk_size={self.chunk_size} must be a positive whole number "
+                f"of tokens"
+            )
+        common.not_owned(policy, "config", self.config, OWNED)
+
+
 @register
 class LMCache(Policy):
     name = "lmcache"
     engine_reason = "LMCache's connector needs CUDA"
+    settings_type = LMCacheSettings
 
     def server_args(self, cfg) -> list[str]:
         conf = {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
@@ -74,19 +89,14 @@ class LMCache(Policy):
 
 def lmcache_config(cfg) -> dict[str, Any]:
     """What LMCache is configured with: chunk size, the local CPU backend and its size."""
-    s = common.settings(cfg, DEFAULTS)
-    chunk = s["chunk_size"]
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk <= 0:
-        raise ConfigError(
-            f"policy.settings.chunk_size={chunk} must be a positive whole number of tokens"
-        )
-    size = common.offload_gib(cfg, s)
+    s: LMCacheSettings = LMCache().settings(cfg)
+    size = common.offload_gib(cfg, s.offload_gb)
     conf = {
-        "chunk_size": chunk,
+        "chunk_size": s.chunk_size,
         "local_cpu": True,
         "max_local_cpu_size": int(size) if size.is_integer() else size,
     }
-    return {**conf, **common.mapping(cfg, "config", s["config"], OWNED)}
+    return {**conf, **s.config}
 
 
 def config_text(cfg) -> str:

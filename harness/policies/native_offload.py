@@ -21,28 +21,46 @@ currently only supported on CUDA-alike and XPU GPUs" on the CPU backend.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import ConfigError
 from harness.policies import common
 from harness.policies.base import Policy, register
+from harness.policies.settings import Settings, setting
 
 CONNECTORS = ("OffloadingConnector", "SimpleCPUOffloadConnector")
 EVICTION = ("lru", "arc")  # vllm/v1/kv_offload/cpu/manager.py (OffloadingConnector only)
-DEFAULTS: dict[str, Any] = {
-    "offload_gb": None,  # GiB of the tier; None: all of dram.gb
-    "connector": "OffloadingConnector",
-    "eviction_policy": "lru",
-    "extra_config": {},  # more kv_connector_extra_config keys, passed as they are
-}
 OWNED = {"cpu_bytes_to_use": "dram / policy.settings.offload_gb",
          "eviction_policy": "policy.settings.eviction_policy"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NativeOffloadSettings(Settings):
+    offload_gb: float | None = setting(
+        None, "GiB of the host tier; null: all of dram.gb (more is refused at planning)")
+    connector: str = setting(
+        "OffloadingConnector", "vLLM's connector class (what --kv-offloading-size picks)",
+        choices=CONNECTORS)
+    eviction_policy: str = setting(
+        "lru", "the CPU tier's eviction (OffloadingConnector only)", choices=EVICTION)
+    extra_config: dict[str, Any] = setting(
+        {}, "more kv_connector_extra_config keys, passed as they are")
+
+    def check(self, policy: str) -> None:
+        if self.connector != "OffloadingConnector" and self.eviction_policy != "lru":
+            raise ConfigError(
+                f"policy.settings.eviction_policy={self.eviction_policy} applies to "
+                f"OffloadingConnector only; {self.connector} evicts LRU: remove the setting"
+            )
+        common.not_owned(policy, "extra_config", self.extra_config, OWNED)
 
 
 @register
 class NativeOffload(Policy):
     name = "native_offload"
     engine_reason = "vLLM's OffloadingConnector refuses the CPU backend"
+    settings_type = NativeOffloadSettings
 
     def server_args(self, cfg) -> list[str]:
         return ["--kv-transfer-config", json.dumps(transfer_config(cfg))] + super().server_args(cfg)
@@ -54,20 +72,14 @@ class NativeOffload(Policy):
 
 def transfer_config(cfg) -> dict[str, Any]:
     """The ``--kv-transfer-config`` of the cell: connector, role and the tier's bytes."""
-    s = common.settings(cfg, DEFAULTS)
-    common.one_of(cfg, "connector", s["connector"], CONNECTORS)
-    extra: dict[str, Any] = {"cpu_bytes_to_use": int(common.offload_gib(cfg, s) * common.GIB)}
-    if s["connector"] == "OffloadingConnector":
-        common.one_of(cfg, "eviction_policy", s["eviction_policy"], EVICTION)
-        extra["eviction_policy"] = s["eviction_policy"]
-    elif s["eviction_policy"] != DEFAULTS["eviction_policy"]:
-        raise ConfigError(
-            f"policy.settings.eviction_policy={s['eviction_policy']} applies to "
-            f"OffloadingConnector only; SimpleCPUOffloadConnector evicts LRU: remove the setting"
-        )
-    extra.update(common.mapping(cfg, "extra_config", s["extra_config"], OWNED))
+    s: NativeOffloadSettings = NativeOffload().settings(cfg)
+    tier_gib = common.offload_gib(cfg, s.offload_gb)
+    extra: dict[str, Any] = {"cpu_bytes_to_use": int(tier_gib * common.GIB)}
+    if s.connector == "OffloadingConnector":
+        extra["eviction_policy"] = s.eviction_policy
+    extra.update(s.extra_config)
     return {
-        "kv_connector": s["connector"],
+        "kv_connector": s.connector,
         "kv_role": "kv_both",
         "kv_connector_extra_config": extra,
     }

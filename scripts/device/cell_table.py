@@ -46,7 +46,10 @@ def cell_row(d: Path) -> dict:
     jobs, turns = pd.read_parquet(d / "jobs.parquet"), pd.read_parquet(d / "turns.parquet")
     m = pd.read_parquet(d / "metrics.parquet")
     ok, tok = jobs[jobs.status == "ok"], turns[turns.status == "ok"]
-    row.update(n_jobs=len(jobs), jobs_ok=len(ok), jct_mean_s=ok.jct_s.mean(), jct_p90_s=ok.jct_s.quantile(0.9))
+    row.update(
+        n_jobs=len(jobs), jobs_ok=len(ok), jct_mean_s=ok.jct_s.mean(),
+        jct_p90_s=ok.jct_s.quantile(0.9),
+    )  # fmt: skip
     for t, v in tok.groupby("turn").latency_s.mean().items():
         row[f"T{t}"] = v
     row["cached_share"] = tok.cached_tokens.sum() / max(tok.server_prompt_tokens.sum(), 1)
@@ -73,12 +76,24 @@ def cell_row(d: Path) -> dict:
 
 
 def table(sweep: Path) -> pd.DataFrame:
-    rows = [cell_row(d) for d in sorted(sweep.glob("gpu=*/dram=*/policy=*/jps=*")) if (d / "manifest.json").exists()]
-    return pd.DataFrame(rows).sort_values(["dram", "jps", "policy"], ascending=[False, True, True]).reset_index(drop=True)
+    rows = [
+        cell_row(d)
+        for d in sorted(sweep.glob("gpu=*/dram=*/policy=*/jps=*"))
+        if (d / "manifest.json").exists()
+    ]
+    return (
+        pd.DataFrame(rows)
+        .sort_values(["dram", "jps", "policy"], ascending=[False, True, True])
+        .reset_index(drop=True)
+    )
 
 
 if __name__ == "__main__":
     df = table(Path(sys.argv[1]))
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 60)
-    print(df.to_markdown(index=False, floatfmt=".2f") if "--md" in sys.argv else df.round(2).to_string())
+    print(
+        df.to_markdown(index=False, floatfmt=".2f")
+        if "--md" in sys.argv
+        else df.round(2).to_string()
+    )

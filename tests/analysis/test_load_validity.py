@@ -6,7 +6,7 @@ import pytest
 
 from analysis import validity
 from analysis.load import KEYS, SweepError, load
-from analysis.synth import build, cell_dir
+from analysis.synth import build, cell_dir, key
 from tests.analysis.conftest import FAULTS, small_spec
 
 
@@ -36,8 +36,8 @@ def test_states_of_faulty_cells(synth_sweep):
     c = validity.assess(d.cells, d.jobs, d.turns).set_index(["gpu", "dram", "policy", "jps"])
     expect = {"jobs_failed": "jobs_failed", "missing": "missing", "lag": "lag",
               "unfinished": "unfinished", "failed": "failed", "nodata": "running"}
-    for key, fault in FAULTS.items():
-        assert c.loc[key, "state"] == expect[fault], key
+    for cell, fault in FAULTS.items():
+        assert c.loc[cell, "state"] == expect[fault], cell
     assert c.loc[("h100", 400, "lmcache", 3.0), "valid"]  # unfinished: drawn, flagged
     assert not c.loc[("h200", 400, "fcfs", 6.0), "valid"]
     ok = c[c["state"] == "ok"]
@@ -77,7 +77,7 @@ def test_matrix_as_list_of_cell_paths(tmp_path):
 def test_a_missing_records_column_is_reported_not_invented(tmp_path):
     spec = small_spec(gpus=("cpu",), drams=(8,), policies=("fcfs",), jps=(1.0,))
     sweep = build(spec, tmp_path)
-    f = cell_dir(sweep, ("cpu", 8, "fcfs", 1.0)) / "turns.parquet"
+    f = cell_dir(sweep, key("cpu", 8, "fcfs", 1.0)) / "turns.parquet"
     pq.write_table(pq.read_table(f).drop(["cached_tokens"]), f)
     d = load([sweep])
     assert d.missing_columns == {"turns": ["cached_tokens"]}
@@ -104,7 +104,7 @@ def test_done_without_data_is_no_data(tmp_path):
     spec = small_spec(gpus=("cpu",), drams=(8,), policies=("fcfs",), jps=(1.0, 2.0),
                       faults={("cpu", 8, "fcfs", 2.0): "nodata"})
     sweep = build(spec, tmp_path)
-    (cell_dir(sweep, ("cpu", 8, "fcfs", 2.0)) / "DONE").write_text("ok\n")
+    (cell_dir(sweep, key("cpu", 8, "fcfs", 2.0)) / "DONE").write_text("ok\n")
     d = load([sweep])
     c = validity.assess(d.cells, d.jobs, d.turns)
     assert dict(zip(c["jps"], c["state"], strict=True)) == {1.0: "ok", 2.0: "no_data"}

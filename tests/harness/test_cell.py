@@ -15,8 +15,8 @@ import psutil
 import pytest
 from omegaconf import OmegaConf
 
-from harness.cell import load_workload
 from tests.conftest import REPO, run_launch
+from workloads import build as load_workload
 
 pytestmark = pytest.mark.server
 
@@ -29,7 +29,8 @@ def server_procs(marker: str) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["cmdline", "cwd"]):
         try:
-            if "vllm.entrypoints.openai.api_server" in " ".join(p.info["cmdline"] or []) and marker in (p.info["cwd"] or ""):
+            cmdline = " ".join(p.info["cmdline"] or [])
+            if "vllm.entrypoints.openai.api_server" in cmdline and marker in (p.info["cwd"] or ""):
                 out.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -58,13 +59,15 @@ def test_smoke_records_agree_with_the_workload(smoke_sweep):
             assert (t.completion_tokens == cfg.workload.completion_tokens).all()
             assert (t.sent_s >= t.arrival_s - 1e-6).all()
             assert (t.first_token_s >= t.sent_s).all() and (t.last_token_s >= t.first_token_s).all()
-            assert (t.sent_s.iloc[1:].values >= t.last_token_s.iloc[:-1].values + t.tool_s.iloc[:-1].values - 1e-3).all()
+            ready = t.last_token_s.iloc[:-1].values + t.tool_s.iloc[:-1].values
+            assert (t.sent_s.iloc[1:].values >= ready - 1e-3).all()
             row = jobs[jobs.job_id == j.job_id].iloc[0]
             assert row.jct_s == pytest.approx(t.last_token_s.iloc[-1] - j.arrival_s)
             assert row.arrival_s == pytest.approx(j.arrival_s)
         later = turns[turns.turn > 1]
         assert (later.cached_tokens > 0).mean() > 0.9, "the prefix cache helps inside a job"
-        assert (turns[turns.turn == 1].cached_tokens == 0).all(), "random prompts: no cross-job reuse"
+        first = turns[turns.turn == 1]
+        assert (first.cached_tokens == 0).all(), "random prompts: no cross-job reuse"
         m = pd.read_parquet(d / "metrics.parquet")
         assert {"vllm:prefix_cache_hits_total", "vllm:num_requests_running"} <= set(m.name)
         assert m.t_s.max() >= turns.last_token_s.max() - 1.5
@@ -95,8 +98,9 @@ def test_sweep_rerun_skips_complete_cells(smoke_sweep, results_root):
 
 def test_bad_server_flag_fails_fast_with_the_servers_error(tmp_path):
     t0 = time.monotonic()
-    r = run_launch("cell", f"results_dir={tmp_path}", "jps=1", "policy=fcfs", "experiment.name=badflag",
-                   "engine.extra_args=[--enforce-eager,--no-such-flag]", timeout=300)  # fmt: skip
+    r = run_launch("cell", f"results_dir={tmp_path}", "jps=1", "policy=fcfs",
+                   "experiment.name=badflag", "engine.extra_args=[--enforce-eager,--no-such-flag]",
+                   timeout=300)  # fmt: skip
     assert r.returncode == 1
     assert "unrecognized arguments: --no-such-flag" in r.stdout
     assert time.monotonic() - t0 < 240
@@ -129,7 +133,11 @@ def _launch_cell(tmp_path, name: str) -> subprocess.Popen:
 def test_server_killed_mid_cell_fails_the_cell_and_leaves_nothing(tmp_path):
     proc = _launch_cell(tmp_path, "kill")
     try:
-        prog = _wait_for(lambda: next(tmp_path.glob("*/gpu=*/*/*/*/progress.json"), None), 400, "the cell to start")
+        prog = _wait_for(
+            lambda: next(tmp_path.glob("*/gpu=*/*/*/*/progress.json"), None),
+            400,
+            "the cell to start",
+        )
         _wait_for(lambda: json.loads(prog.read_text())["jobs_done"] >= 1, 120, "a job to finish")
         (srv,) = server_procs(str(tmp_path))
         srv.kill()

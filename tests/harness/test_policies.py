@@ -1,6 +1,7 @@
-"""The policy catalogue (fcfs, native_offload, lmcache, continuum): the exact server command
-each one produces for a gpu/dram (golden files), capacities that follow ``dram``, bad input
-refused at planning, and the Continuum fork's tool-name shim. No GPU, no server.
+"""The policy catalogue (fcfs, native_offload, lmcache, continuum, and our plugins
+continuum_ttl and predictive_prefetch): the exact server command each one produces for a
+gpu/dram (golden files), capacities that follow ``dram``, bad input refused at planning, and
+the Continuum fork's tool-name shim. No GPU, no server.
 
 Regenerate the golden files after an intended change with
 ``KVBENCH_UPDATE_GOLDEN=1 python -m pytest tests/harness/test_policies.py``.
@@ -17,18 +18,18 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import make_fork_standin
 import yaml
 
 from harness.errors import ConfigError
 from harness.policies import continuum, lmcache, native_offload
 from harness.server import Server, build_command
 from launch import plan
+from tests.conftest import make_fork_standin
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
 POLICIES = ["fcfs", "native_offload", "lmcache", "continuum"]
+GOLDEN_POLICIES = [*POLICIES, "continuum_ttl", "predictive_prefetch"]
 GPU_DRAM = [("h100", 400), ("a100", 200)]
 
 
@@ -78,17 +79,17 @@ _PLANS: dict[tuple[str, int], dict] = {}
 
 
 def golden_configs(tmp_path_factory, gpu: str, dram: int) -> dict:
-    """policy -> config of the h100/a100 cells, planned once for all four policies."""
+    """policy -> config of the h100/a100 cells, planned once for all the policies."""
     if (gpu, dram) not in _PLANS:
         p = plan.make([f"results_dir={tmp_path_factory.mktemp('plan')}", "cluster=pace", "jps=3",
-                       f"gpu={gpu}", f"dram={dram}", f"policy=[{','.join(POLICIES)}]"],
+                       f"gpu={gpu}", f"dram={dram}", f"policy=[{','.join(GOLDEN_POLICIES)}]"],
                       today="20260101")  # fmt: skip
         _PLANS[gpu, dram] = {c.policy: cfg for c, cfg in p.configs.items()}
     return _PLANS[gpu, dram]
 
 
 @pytest.mark.parametrize("gpu, dram", GPU_DRAM)
-@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("policy", GOLDEN_POLICIES)
 def test_golden_command(tmp_path_factory, fork_python, policy, gpu, dram):
     cfg = golden_configs(tmp_path_factory, gpu, dram)[policy]
     got = normalised(cfg, build_command(cfg, "127.0.0.1", 8000), fork_python)
@@ -117,15 +118,21 @@ def test_golden_files_agree_with_the_source_of_the_flags():
     assert g["argv"][0] == "<FORK_PYTHON>"
     assert g["argv"][-2:] == ["--scheduling-policy", "continuum"]
     assert g["env"]["PYTHONPATH"] == "<REPO>/harness/policies/continuum_site"
+    g = json.loads((GOLDEN / "predictive_prefetch_h100_dram400.json").read_text())
+    conf = json.loads(g["argv"][g["argv"].index("--kv-transfer-config") + 1])
+    assert conf["kv_connector_module_path"] == "harness.plugins.predictive_prefetch"
+    extra = conf["kv_connector_extra_config"]  # every setting: the dataclass's defaults, filled
+    assert extra["lead_s"] == 0.2 and extra["host_tier_gb"] == 400.0 and extra["stats_dir"] == "."
+    assert g["env"]["KVBENCH_PLUGIN_STATS_DIR"] == "."
     shared = {"--max-num-batched-tokens": "8192", "--max-num-seqs": "256",
               "--gpu-memory-utilization": "0.9"}  # fmt: skip
-    for name in POLICIES:  # the scheduler settings are the same for every policy
+    for name in GOLDEN_POLICIES:  # the scheduler settings are the same for every policy
         argv = json.loads((GOLDEN / f"{name}_h100_dram400.json").read_text())["argv"]
         assert {f: argv[argv.index(f) + 1] for f in shared} == shared, name
 
 
-def tier_sizes(tmp_path, *over: str) -> dict[tuple[str, int], tuple[int, float]]:
-    """(policy, dram) -> (native_offload's cpu_bytes_to_use, lmcache's max_local_cpu_size)."""
+def tier_sizes(tmp_path, *over: str) -> dict[int, tuple[int, float]]:
+    """dram -> (native_offload's cpu_bytes_to_use, lmcache's max_local_cpu_size)."""
     p = plan.make([f"results_dir={tmp_path}", "cluster=pace", "gpu=h100", "jps=3",
                    "policy=[native_offload,lmcache]", *over], today="20260101")  # fmt: skip
     out: dict[int, list] = {}
@@ -139,7 +146,7 @@ def tier_sizes(tmp_path, *over: str) -> dict[tuple[str, int], tuple[int, float]]
             out.setdefault(cell.dram, [0, 0])[1] = yaml.safe_load(lmcache.config_text(cfg))[
                 "max_local_cpu_size"
             ]
-    return {d: tuple(v) for d, v in out.items()}
+    return {d: (v[0], v[1]) for d, v in out.items()}
 
 
 def test_capacity_follows_dram(tmp_path):
@@ -288,7 +295,7 @@ def run_server_stub(server: Server, code: str) -> str:
     deadline = time.monotonic() + 60
     while server.alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert server.proc.returncode == 0, server.log_path.read_text()
+    assert server.proc is not None and server.proc.returncode == 0, server.log_path.read_text()
     server.proc = None
     return server.log_path.read_text()
 

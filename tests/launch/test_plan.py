@@ -61,7 +61,8 @@ def test_every_config_option_composes():
     """Like inference-perf's test_yaml_configs: each tracked YAML merges onto its schema."""
     with hydra_context():
         planner = Planner(["cluster=pace"])
-        for group in ("gpu", "dram", "policy", "model", "workload", "engine", "cluster", "experiment"):
+        groups = ("gpu", "dram", "policy", "model", "workload", "engine", "cluster", "experiment")
+        for group in groups:
             for name in options(group):
                 from launch.compose import _compose
 
@@ -104,8 +105,9 @@ def test_dram_above_node_on_cluster(tmp_path):
 
 
 def test_cli_dry_run_prints_table_and_batch_script(tmp_path):
-    r = run_launch("sweep", "--dry-run", f"results_dir={tmp_path}", "experiment=20260412_large_dram_sweep",
-                   "cluster=pace", "cluster.account=gts-lab")  # fmt: skip
+    r = run_launch("sweep", "--dry-run", f"results_dir={tmp_path}",
+                   "experiment=20260412_large_dram_sweep", "cluster=pace",
+                   "cluster.account=gts-lab")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("│ to run │") == 60
     assert "gpu=a100/dram=200/policy=lmcache/jps=15" in r.stdout
@@ -139,22 +141,27 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert again.sweep.path == p.sweep.path
     with pytest.raises(ConfigError, match=r"different config: config differs in workload.n_jobs"):
         make(tmp_path, "workload.n_jobs=7")
-    with pytest.raises(ConfigError, match=r"cell gpu=cpu/dram=8/policy=fcfs/jps=1 differs in policy.settings.x"):
-        make(tmp_path, "policy=fcfs", "jps=1", "+policy.settings.x=1")
+    with pytest.raises(
+        ConfigError,
+        match=r"cell gpu=cpu/dram=8/policy=continuum_ttl/jps=1 differs in policy.settings.ttl_s",
+    ):
+        make(tmp_path, "policy=continuum_ttl", "jps=1", "++policy.settings.ttl_s=3")
     more = make(tmp_path, "policy=fcfs", "jps=[1,4]")
     assert more.sweep.path == p.sweep.path, "new cells extend the same sweep"
     assert "gpu=cpu/dram=8/policy=fcfs/jps=4" in more.sweep.meta["matrix"]
     assert set(p.sweep.meta["matrix"]) < set(more.sweep.meta["matrix"])
     other = plan.make([f"results_dir={tmp_path}"], today="20260102")
     assert other.sweep.path == p.sweep.path, "the same config resumes its folder on another day"
-    assert json.loads((p.sweep.path / "sweep.json").read_text())["matrix"] == sorted(c.rel_dir for c in p.cells)
+    matrix = json.loads((p.sweep.path / "sweep.json").read_text())["matrix"]
+    assert matrix == sorted(c.rel_dir for c in p.cells)
 
 
 def test_conf_dir_has_every_group():
     for g in ("gpu", "dram", "policy", "model", "workload", "engine", "cluster", "experiment"):
         assert (CONF_DIR / g).is_dir()
     assert {"h200", "h100", "a100", "l40s", "rtx5090"} <= set(options("gpu"))
-    assert {"fcfs", "continuum", "lmcache", "native_offload", "predictive_prefetch"} <= set(options("policy"))
+    policies = {"fcfs", "continuum", "lmcache", "native_offload", "predictive_prefetch"}
+    assert policies <= set(options("policy"))
     assert {"pace", "lab5090", "local"} <= set(options("cluster"))
 
 

@@ -4,6 +4,7 @@ pre-empted (USR2, as SLURM signals before a time-out) and requeued, and ``status
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,10 @@ pytestmark = [pytest.mark.slurm, pytest.mark.server]
 def cluster():
     if shutil.which("sinfo") is None or subprocess.run(["sinfo"], capture_output=True).returncode:
         if os.environ.get("KVBENCH_REQUIRE_SLURM") == "1":
-            pytest.fail("SLURM is required (KVBENCH_REQUIRE_SLURM=1) but sinfo fails: run scripts/slurm-up.sh")
+            pytest.fail(
+                "SLURM is required (KVBENCH_REQUIRE_SLURM=1) but sinfo fails: "
+                "run scripts/slurm-up.sh"
+            )
         pytest.skip("no SLURM cluster here: run scripts/slurm-up.sh")
 
 
@@ -40,8 +44,9 @@ def wait_cells(sweep: Path, pred, timeout_s: float, what: str):
 
 def test_sweep_on_slurm_array_with_requeue(cluster, tmp_path):
     t0 = time.monotonic()
-    r = run_launch("sweep", "cluster=ci", f"results_dir={tmp_path}", "jps=[1,2]", "policy=[fcfs,continuum_ttl]",
-                   "workload.n_jobs=4", "experiment.name=slurm_smoke", timeout=120)  # fmt: skip
+    r = run_launch("sweep", "cluster=ci", f"results_dir={tmp_path}", "jps=[1,2]",
+                   "policy=[fcfs,continuum_ttl]", "workload.n_jobs=4",
+                   "experiment.name=slurm_smoke", timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
     assert "submitted 4 cells as 1 job array(s)" in r.stdout
     assert time.monotonic() - t0 < 60, "sweep returns once submitted, it does not wait"
@@ -52,17 +57,23 @@ def test_sweep_on_slurm_array_with_requeue(cluster, tmp_path):
     assert len({j["job_id"] for j in jobs}) == 2, "one array task per server (JPS levels share it)"
 
     # Pre-empt the first cell once it runs: submitit checkpoints and requeues it.
-    rows = wait_cells(sweep, lambda rs: any(r["state"] == "running" and r["detail"] for r in rs), 600, "a running cell")
+    rows = wait_cells(
+        sweep,
+        lambda rs: any(r["state"] == "running" and r["detail"] for r in rs),
+        600,
+        "a running cell",
+    )
     victim = next(r for r in rows if r["state"] == "running" and r["detail"])
     jid = next(j["job_id"] for j in jobs if j["cell"] == victim["cell"])
     # scancel may report "Job can not be altered now" while the requeue it caused is under
     # way (the signal was delivered): the outcome is checked below, not its exit status.
-    try:
+    # scancel retries "try again later" for as long as the requeue is in transition.
+    with contextlib.suppress(subprocess.TimeoutExpired):
         subprocess.run(["scancel", "--signal=USR2", jid], capture_output=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        pass  # scancel retries "try again later" for as long as the requeue is in transition
 
-    rows = wait_cells(sweep, lambda rs: all(r["state"] in ("done", "failed") for r in rs), 1500, "all cells")
+    rows = wait_cells(
+        sweep, lambda rs: all(r["state"] in ("done", "failed") for r in rs), 1500, "all cells"
+    )
     assert [r["state"] for r in rows] == ["done"] * 4, rows
     vdir = sweep / victim["cell"]
     man = json.loads((vdir / "manifest.json").read_text())

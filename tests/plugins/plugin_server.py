@@ -136,8 +136,7 @@ class Job:
                                 "return_token_ids": True}
         body["model"] = self._model()
         if self.job_id is not None:
-            hint = Hint(job_id=self.job_id, turn=self.turn, n_turns=99 if not last else
-                        self.turn, tool_s=tool_s)
+            hint = Hint.for_turn(self.job_id, self.turn, self.turn if last else 99, tool_s)
             body.update(extra_body(hint))
         out = self.server.post(body)
         self.context += list(out["choices"][0].get("token_ids") or [])

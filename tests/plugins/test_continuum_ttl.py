@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 
+import plugin_server as serving
 import pytest
+from plugin_server import Job, churn
 
 from harness.plugins import continuum_ttl
-import plugin_server as serving
-from plugin_server import Job, churn
 
 pytestmark = pytest.mark.server
 TTL_S = 15.0

@@ -46,12 +46,12 @@ def test_round_trip_through_host_restores_every_block(layout):
     rng = random.Random(1)
     dev_ids = rng.sample(range(NUM_BLOCKS), 10)
     host_ids = [0, 1, 2, 3, 9, 10, 11, 5, 6, 15]  # three runs, shuffled below
-    pairs = list(zip(dev_ids, host_ids))
+    pairs = list(zip(dev_ids, host_ids, strict=True))
     rng.shuffle(pairs)
     before = {n: {i: _block(t, d, i).clone() for i in dev_ids} for n, t in kv.items()}
 
     tier.step(1, to_host=pairs, to_dev=())
-    for n, t in kv.items():
+    for n in kv:
         for dv, hv in pairs:
             assert torch.equal(_block(tier.host[n], d, hv), before[n][dv])
     assert tier.runs == 4  # 0-3, 5-6, 9-11, 15
@@ -61,11 +61,11 @@ def test_round_trip_through_host_restores_every_block(layout):
     for t in kv.values():
         for i in dev_ids + targets:
             _block(t, d, i).fill_(-1.0)
-    back = [(hv, tgt) for (dv, hv), tgt in zip(pairs, targets)]
+    back = [(hv, tgt) for (dv, hv), tgt in zip(pairs, targets, strict=True)]
     now = back[:3]
     tier.step(2, to_host=(), to_dev=back[3:], to_dev_now=now)
     for n, t in kv.items():
-        for (dv, hv), tgt in zip(pairs, targets):
+        for (dv, _hv), tgt in zip(pairs, targets, strict=True):
             assert torch.equal(_block(t, d, tgt), before[n][dv]), (n, dv, tgt)
         for i in dev_ids:
             if i not in targets:

@@ -83,8 +83,9 @@ def test_tool_time_from_file(tmp_path):
 
 
 def test_unknown_tool_dist_names_the_allowed():
+    """Untyped input (a manifest's config) too: the schema's enum refuses it at planning."""
     with pytest.raises(ValueError, match="fixed, exponential, lognormal, file"):
-        tooltime.make(ToolTimeConf(dist="gamma"))
+        tooltime.make(OmegaConf.create({"dist": "gamma", "mean_s": 0.5}))
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
@@ -97,17 +98,35 @@ def test_workload_file_roundtrip(tmp_path, suffix):
 
 def test_same_jobs_for_every_policy_and_engine(tmp_path):
     """The cell's workload is built from its composed config: policy and engine do not enter."""
-    from harness.cell import load_workload
     from launch import plan
+    from workloads import build as load_workload
 
-    p = plan.make([f"results_dir={tmp_path}", "cluster=pace", "gpu=h100", "dram=400", "workload=agent8",
-                   "policy=[fcfs,lmcache,continuum_ttl]", "jps=3"], today="20260101")  # fmt: skip
+    p = plan.make([f"results_dir={tmp_path}", "cluster=pace", "gpu=h100", "dram=400",
+                   "workload=agent8", "policy=[fcfs,lmcache,continuum_ttl]", "jps=3"],
+                  today="20260101")  # fmt: skip
     digests = {load_workload(cfg).digest() for cfg in p.configs.values()}
     assert len(digests) == 1
-    cpu = plan.make([f"results_dir={tmp_path}", "workload=agent8", "policy=fcfs", "jps=3"], today="20260101")
+    over = [f"results_dir={tmp_path}", "workload=agent8", "policy=fcfs", "jps=3"]
+    cpu = plan.make(over, today="20260101")
     (cfg,) = cpu.configs.values()
     gpu_cfg = next(iter(p.configs.values()))
-    assert cfg.model.vocab_size != gpu_cfg.model.vocab_size  # the tiny model's vocabulary is smaller
+    assert cfg.model.vocab_size != gpu_cfg.model.vocab_size  # the tiny model's is smaller
     same_vocab = cfg.copy()
-    same_vocab.model.vocab_size, same_vocab.model.first_token_id = gpu_cfg.model.vocab_size, gpu_cfg.model.first_token_id
+    same_vocab.model.vocab_size = gpu_cfg.model.vocab_size
+    same_vocab.model.first_token_id = gpu_cfg.model.first_token_id
     assert load_workload(same_vocab).digest() in digests
+
+
+@pytest.mark.parametrize(
+    "kw, jps, vocab, digest",
+    [
+        ({}, 1.0, (1000, 128256), "fe212e7f57623e55"),  # the seed's job, seed 42, Llama-3.1-8B
+        ({}, 3.0, (10, 128256), "76a8b68a2d54d78d"),
+        ({"n_jobs": 6, "n_turns": 4, "first_prompt_tokens": 256,
+          "tool_output_tokens": [128, 192, 256], "completion_tokens": 8},
+         1.0, (10, 32000), "57e20f730409eb73"),  # workload=smoke, the tiny model
+    ],
+)  # fmt: skip
+def test_seed_digests_are_pinned(kw, jps, vocab, digest):
+    """The digests of main before the workload registry: generation must not drift."""
+    assert agent.generate(wl(**kw), jps, vocab).digest() == digest

@@ -2,7 +2,9 @@
 
 Every Python process of a ``policy=continuum`` server imports this file as ``sitecustomize``:
 ``harness/policies/continuum.py`` makes this folder the server's whole PYTHONPATH. It runs in
-the fork's own environment, so it imports nothing of kvbench and nothing of vLLM up front.
+the fork's own environment, so it imports nothing of vLLM up front and no kvbench package:
+only the hint format, ``harness/hints.py`` (standard library only), loaded by its file path
+as the module ``kvbench_hints``.
 
 Why it exists: the fork pins a finished turn's KV only when
 ``ToolCallEstimator.request_finished`` (``vllm/v1/core/estimate_with_func.py``) finds a tool
@@ -14,7 +16,8 @@ that the output lacks, in this order:
 
 1. the name the fork parsed from the output (left as it is when there is one);
 2. the request's own ``this_func_call`` (a top-level field of the fork's API, which the fork
-   overwrites at finish) or ``kvb_tool`` in its ``vllm_xargs`` (kvbench's hint), if sent;
+   overwrites at finish) or ``kvb_tool`` in its ``vllm_xargs`` (kvbench's hint, ``hints.TOOL``),
+   if sent;
 3. ``$KVBENCH_CONTINUUM_TOOL`` (``policy.settings.default_tool``).
 
 With a name, the fork's own rule decides as for a real agent: pin for
@@ -23,20 +26,39 @@ With a name, the fork's own rule decides as for a real agent: pin for
 
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import os
 import sys
 
 TARGET = "vllm.v1.core.estimate_with_func"
 TOOL_ENV = "KVBENCH_CONTINUUM_TOOL"
+HINTS_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "hints.py")  # harness/hints.py
+
+
+def load_hints():
+    """``harness/hints.py`` as the module ``kvbench_hints`` (``harness`` is not on the path)."""
+    if "kvbench_hints" in sys.modules:
+        return sys.modules["kvbench_hints"]
+    spec = importlib.util.spec_from_file_location("kvbench_hints", HINTS_FILE)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"kvbench continuum shim: cannot load the hint format {HINTS_FILE}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["kvbench_hints"] = module  # dataclasses look their module up while executing
+    spec.loader.exec_module(module)
+    return module
+
+
+hints = load_hints()
 
 
 def tool_from_request(request):
     """The tool name the client sent with the request, if any."""
-    sent = getattr(request, "this_func_call", None)
+    sent = getattr(request, hints.CONTINUUM_TOOL, None)
     if sent:
         return str(sent)
     extra = getattr(getattr(request, "sampling_params", None), "extra_args", None) or {}
-    return str(extra.get("kvb_tool") or "") or None
+    return str(extra.get(hints.TOOL) or "") or None
 
 
 def patch(module):
