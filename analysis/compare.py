@@ -1,6 +1,8 @@
 """`python -m analysis compare A B`: two runs of the same matrix (a reproduction, an engine
 upgrade), cell by cell: mean JCT and per-turn latency of B against A, with a bootstrap CI of
-the difference (paired over jobs when both cells ran the same job ids)."""
+the difference (paired over jobs when both cells ran the same job ids). Cells line up by the
+whole cell key (GPU, DRAM, policy, scheduling order, JPS); a sweep written before an axis
+existed reads with that axis's legacy value (sched=fcfs), so it lines up with a newer one."""
 
 from __future__ import annotations
 
@@ -86,10 +88,10 @@ def _figure(d: pd.DataFrame, names: tuple[str, str], out: Path) -> plotkit.Figur
     fig, axes = plotkit.grid(1, 2, panel_w=5.0, panel_h=4.2, wgap=1.0, bottom=1.0)
     ax1, ax2 = axes[0]
     ok = d[d["valid_a"].eq(True) & d["valid_b"].eq(True)]
-    for p in style.policy_order(ok["policy"].unique()):
-        s = ok[ok["policy"] == p]
-        ax1.plot(s["mean_jct_s_a"], s["mean_jct_s_b"], ls="none", marker=style.policy_marker(p),
-                 color=style.policy_color(p))
+    for ser in plotkit.series_of(ok):
+        s = ok[(ok["policy"] == ser.policy) & (ok["sched"] == ser.sched)]
+        ax1.plot(s["mean_jct_s_a"], s["mean_jct_s_b"], ls="none", marker=ser.marker,
+                 color=ser.color, **ser.fill())
     lim = plotkit.finite(pd.concat([ok["mean_jct_s_a"], ok["mean_jct_s_b"]]))
     if lim.size:
         lo, hi = lim.min() / 1.5, lim.max() * 1.5
@@ -104,13 +106,17 @@ def _figure(d: pd.DataFrame, names: tuple[str, str], out: Path) -> plotkit.Figur
     ax1.set_xlabel(f"A: {names[0]} mean JCT")
     ax1.set_ylabel(f"B: {names[1]} mean JCT")
     ax1.set_title("Mean JCT, B against A (dotted: equal)")
-    labels = [f"{style.gpu_label(g)}/{dr}/{style.policy_label(p)}/{j:g}" for g, dr, p, j in
-              zip(d["gpu"], d["dram"], d["policy"], d["jps"], strict=True)]
+    sers = [style.Series(p, o) for p, o in zip(d["policy"], d["sched"], strict=True)]
+    labels = [f"{style.gpu_label(g)}/{dr}/{ser.label}/{j:g}" for g, dr, ser, j in
+              zip(d["gpu"], d["dram"], sers, d["jps"], strict=True)]
     y = np.arange(len(d))
     vals = d["diff_pct"].to_numpy(float)
     err = np.vstack([vals - d["ci_lo"].to_numpy(float), d["ci_hi"].to_numpy(float) - vals])
-    ax2.barh(y, np.nan_to_num(vals), xerr=np.where(np.isfinite(err), err, 0),
-             color=[style.policy_color(p) for p in d["policy"]], alpha=0.8)
+    bars = ax2.barh(y, np.nan_to_num(vals), xerr=np.where(np.isfinite(err), err, 0),
+                    color=[ser.color for ser in sers], alpha=0.8)
+    for bar, ser in zip(bars, sers, strict=True):
+        if not ser.default:  # another scheduling order: hatched
+            bar.set_hatch("//")
     for yi, v, verdict in zip(y, vals, d["verdict"], strict=True):
         if not np.isfinite(v):
             ax2.text(0, yi, f"  ✕ {verdict}", va="center", fontsize=7, color="#a00")
@@ -119,7 +125,7 @@ def _figure(d: pd.DataFrame, names: tuple[str, str], out: Path) -> plotkit.Figur
     ax2.axvline(0, color="#444", lw=0.8)
     ax2.set_xlabel("B vs A, mean JCT (%)")
     ax2.set_title("Difference per cell (bars: CI)")
-    cells = pd.DataFrame({"policy": d["policy"], "sweep": "x"})
+    cells = pd.DataFrame({"policy": d["policy"], "sched": d["sched"], "sweep": "x"})
     plotkit.legend(fig, cells, ["invalid"])
     plotkit.finish(fig, f"Compare A = {names[0]} and B = {names[1]}",
                    plotkit.n_text(pd.DataFrame({"jobs_expected": pd.concat(
@@ -175,10 +181,12 @@ def compare(a: str | Path, b: str | Path, out: str | Path | None = None,
 
 
 def summary(c: Comparison) -> str:
-    lines = [f"{'cell':44} {'A (s)':>9} {'B (s)':>9} {'B vs A':>8}  CI              verdict"]
-    for r in c.cells.to_dict("records"):
-        cell = cell_of(r).rel_dir
-        lines.append(f"{cell:44} {page.num(4)(r['mean_jct_s_a']):>9} "
+    rows = c.cells.to_dict("records")
+    cells = [cell_of(r).rel_dir for r in rows]
+    w = max([44, *map(len, cells)])
+    lines = [f"{'cell':{w}} {'A (s)':>9} {'B (s)':>9} {'B vs A':>8}  CI              verdict"]
+    for cell, r in zip(cells, rows, strict=True):
+        lines.append(f"{cell:{w}} {page.num(4)(r['mean_jct_s_a']):>9} "
                      f"{page.num(4)(r['mean_jct_s_b']):>9} {page.pct(r['diff_pct']):>8}  "
                      f"{page.ci(r['ci_lo'], r['ci_hi'], '%'):15} {r['verdict']}")
     return "\n".join(lines)

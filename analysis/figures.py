@@ -48,19 +48,21 @@ def _x_axis(ax: plt.Axes, xpos: dict[float, int]) -> None:
 def _draw_metric(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: str,
                  xpos: dict[float, int], lo: str | None = None, hi: str | None = None,
                  ls_override: str | None = None, label_suffix: str = "") -> bool:
-    """One line per (sweep, policy) of values[col] against JPS; invalid cells as marks.
-    Returns whether something was drawn."""
+    """One line per (sweep, policy, sched) of values[col] against JPS; invalid cells as
+    marks. Returns whether something was drawn."""
     sweeps = sorted(cells["sweep"].unique())
     merged = cells.merge(values, on=KEYS, how="left")
     drawn = False
-    for slot, (s, p, rows) in enumerate(plotkit.lines(merged)):
+    for slot, (s, ser, rows) in enumerate(plotkit.lines(merged)):
         rows = rows.sort_values("jps")
-        color = style.policy_color(p)
+        color = ser.color
         x = rows["jps"].map(xpos).to_numpy(float)
         y = rows[col].where(rows["valid"]).to_numpy(float)
-        ls = ls_override or plotkit.sweep_style(sweeps, s)
-        kw: dict[str, Any] = {"color": color, "marker": style.policy_marker(p), "ls": ls,
-                              "ms": 6, "label": style.policy_label(p) + label_suffix}
+        look = plotkit.line_style(ser, sweeps, s)
+        if ls_override:
+            look["ls"] = ls_override
+        kw: dict[str, Any] = {"color": color, "marker": ser.marker, "ls": look.pop("ls"),
+                              "ms": 6, "label": ser.label + label_suffix, **look}
         if lo and hi and np.isfinite(y).any():
             err = np.vstack([y - rows[lo].to_numpy(float), rows[hi].to_numpy(float) - y])
             ax.errorbar(x, y, yerr=np.where(np.isfinite(err), err, 0), capsize=3, **kw)
@@ -69,21 +71,22 @@ def _draw_metric(ax: plt.Axes, cells: pd.DataFrame, values: pd.DataFrame, col: s
         drawn |= bool(np.isfinite(y).any())
         unf = rows["state"].eq("unfinished").to_numpy() & np.isfinite(y)
         if unf.any():
-            ax.plot(x[unf], y[unf], ls="none", marker=style.policy_marker(p), ms=6, mfc="white",
+            ax.plot(x[unf], y[unf], ls="none", marker=ser.marker, ms=6, mfc="white",
                     mec=color, zorder=4)
         for xi, (_, r) in zip(x, rows.iterrows(), strict=True):
             if not r["valid"]:
                 plotkit.mark_invalid(ax, float(xi), r["state"], color, slot,
-                                     s if len(sweeps) > 1 else "")
+                                     plotkit.cell_tag(ser, s, len(sweeps) > 1))
     return drawn
 
 
 def _seed_points(ax: plt.Axes, ref: pd.DataFrame, gpu: str, dram: int, cells: pd.DataFrame,
                  xpos: dict[float, int]) -> bool:
     """The seed's quoted mean JCTs as stars; labels alternate above/below when stacked."""
+    seed_policies = reference.seed_policies(cells)
     pts = [(xpos[j], r["value_lo"], r["policy"])
            for r in ref[ref["metric"] == "mean_jct_s"].to_dict("records")
-           for j in xpos if r["policy"] in set(cells["policy"])
+           for j in xpos if r["policy"] in seed_policies
            and reference.matches(r, gpu, dram, r["policy"], j)]
     for k, (x, v, p) in enumerate(sorted(pts, key=lambda t: (t[0], -t[1]))):
         ax.plot(x, v, marker="*", ms=14, ls="none", mfc=style.policy_color(p), mec="black",
@@ -130,7 +133,7 @@ def _seed_ratio(ax: plt.Axes, ref: pd.DataFrame, gpu: str, dram: int, cells: pd.
                 xpos: dict[float, int]) -> bool:
     rows = ref[ref["metric"] == "tlast_over_t1"]
     hit = False
-    policies = style.policy_order(cells["policy"].unique())
+    policies = style.policy_order(reference.seed_policies(cells))
     for _, r in rows.iterrows():
         for j in xpos:
             if r["policy"] not in policies or not reference.matches(r, gpu, dram, r["policy"], j):
@@ -194,13 +197,18 @@ def why(res: Results, out: Path) -> FigureFile:
     fig, axs = plotkit.grid(max(len(rows), 1), len(panels), panel_w=3.6, panel_h=2.2,
                             left=1.25, hgap=0.3, sharex="col")
     extras = {"invalid"} if (~cells["valid"]).any() else set()
+    orders = plotkit.scheds(cells).nunique() > 1
     for i, (cols, ylabel, scale, unit) in enumerate(rows):
         for k, (g, d) in enumerate(panels):
             ax = axs[i][k]
             sub = cells[(cells["gpu"] == g) & (cells["dram"] == d)]
+            pair = len([c for c in cols if c in res.why]) > 1
             for n, c in enumerate(c for c in cols if c in res.why):
                 vals = res.why[KEYS + [c]].assign(**{c: res.why[c] * scale})
-                _draw_metric(ax, sub, vals, c, xpos, ls_override="--" if n else None)
+                # offload (—) / onload (- -): there the line style is the direction, so a
+                # report with several orders tells them by the marker fill alone
+                ls = "--" if n else ("-" if orders and pair else None)
+                _draw_metric(ax, sub, vals, c, xpos, ls_override=ls)
             _x_axis(ax, xpos)
             if unit:
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p, u=unit: f"{v:g}{u}"))
@@ -215,19 +223,24 @@ def why(res: Results, out: Path) -> FigureFile:
                "vllm:prefix_cache_hits by the prompt tokens sent (not by queries). "
                f"{subtitle}." + (f" Not reported by these sweeps: {', '.join(absent)}." if absent
                             else ""))
+    if orders:
+        caption += (" In the offload row the line style is the direction; the scheduling "
+                    "order shows by the marker fill (half filled: not the engine's order).")
     return plotkit.save(fig, out, "why", "Why (per cell)", caption)
 
 
 @figure(name="validity", cost=4, section="validity", order=70)
 def validity(res: Results, out: Path) -> FigureFile:
     cells = res.cells.copy()
-    order = style.policy_order(cells["policy"].unique())
+    order = plotkit.series_of(cells)
+    sers = [style.Series(p, o) for p, o in zip(cells["policy"], plotkit.scheds(cells),
+                                               strict=True)]
     cells = cells.assign(
         _g=[plotkit.gpu_key(g) for g in cells["gpu"]], _d=-cells["dram"],
-        _p=[order.index(p) for p in cells["policy"]],
-        row=[f"{s} · {style.gpu_label(g)} · {d} GB · {style.policy_label(p)}"
-             for s, g, d, p in zip(cells["sweep"], cells["gpu"], cells["dram"], cells["policy"],
-                                   strict=True)]).sort_values(["sweep", "_d", "_g", "_p"])
+        _p=[order.index(ser) for ser in sers],
+        row=[f"{s} · {style.gpu_label(g)} · {d} GB · {ser.label}"
+             for s, g, d, ser in zip(cells["sweep"], cells["gpu"], cells["dram"], sers,
+                                     strict=True)]).sort_values(["sweep", "_d", "_g", "_p"])
     rows = list(dict.fromkeys(cells["row"]))
     xpos = plotkit.positions(cells["jps"])
     fig, axes = plotkit.grid(1, 1, panel_w=1.0 * len(xpos), panel_h=0.36 * len(rows),

@@ -77,19 +77,20 @@ def by_cell(values: pd.DataFrame) -> dict[tuple, pd.DataFrame]:
 
 def _turn_lines(ax: plt.Axes, cells: pd.DataFrame, values: dict[tuple, pd.DataFrame], col: str,
                 scale: float = 1.0) -> float:
-    """Lines per (sweep, policy) of values[col] against the turn; returns the top value."""
+    """Lines per (sweep, policy, sched) of values[col] against the turn; returns the top
+    value."""
     sweeps = sorted(cells["sweep"].unique())
     top, tmax = 0.0, 0
-    for s, p, rows in plotkit.lines(cells[cells["valid"]]):
+    for s, ser, rows in plotkit.lines(cells[cells["valid"]]):
+        look = plotkit.line_style(ser, sweeps, s)
         for r in rows.to_dict("records"):
             v = values.get(tuple(r[k] for k in KEYS))
             if v is None or v.empty:
                 continue
             tmax = max(tmax, int(v["turn"].max()))
             y = v[col].to_numpy(float) * scale
-            ax.plot(v["turn"], y, color=style.policy_color(p), marker=style.policy_marker(p),
-                    ms=4, ls=plotkit.sweep_style(sweeps, s),
-                    mfc="white" if r["state"] == "unfinished" else None)
+            ax.plot(v["turn"], y, color=ser.color, marker=ser.marker, ms=4,
+                    mfc="white" if r["state"] == "unfinished" else None, **look)
             top = max(top, float(np.nanmax(y)) if np.isfinite(y).any() else 0.0)
     n = _n_turns(cells) or tmax or 8
     ax.set_xticks(range(1, n + 1), [f"T{t}" for t in range(1, n + 1)])
@@ -107,8 +108,9 @@ def _seed_turns(ax: plt.Axes, ref: pd.DataFrame, cells: pd.DataFrame, gpu: str, 
                 jps: float, top: float, n_turns: int) -> bool:
     rows = ref[ref["metric"].isin(["turn_latency_s", "turn_latency_peak_s"])]
     notes, hit = [], False
+    seed_policies = reference.seed_policies(cells)
     for _, r in rows.iterrows():
-        if r["policy"] not in set(cells["policy"]) or not reference.matches(
+        if r["policy"] not in seed_policies or not reference.matches(
                 r, gpu, dram, r["policy"], jps):
             continue
         c = style.policy_color(r["policy"])
@@ -186,12 +188,16 @@ def kv_usage(res: Results, out: Path, dram: int | None = None) -> list[FigureFil
 
     def draw(ax: plt.Axes, cells: pd.DataFrame, g: str, d: int, j: float) -> set[str]:
         sweeps = sorted(cells["sweep"].unique())
-        for s, p, rows in plotkit.lines(cells[cells["valid"]]):
+        for s, ser, rows in plotkit.lines(cells[cells["valid"]]):
+            look = plotkit.line_style(ser, sweeps, s)
+            if not ser.default and len(sweeps) > 1:  # the line style is the sweep's: a few
+                look.update(marker=ser.marker, ms=4, markevery=0.1)  # half-filled markers
+            elif not ser.default:  # no markers: the line style says the order
+                look = {"ls": look["ls"]}
             for key in rows[KEYS].itertuples(index=False):
                 ts = series.get(tuple(key))
                 if ts is not None:
-                    ax.plot(ts["t_s"], ts["value"] * 100, color=style.policy_color(p), lw=1,
-                            ls=plotkit.sweep_style(sweeps, s))
+                    ax.plot(ts["t_s"], ts["value"] * 100, color=ser.color, lw=1, **look)
         ax.set_ylim(0, 105)
         ax.set_yticks([0, 25, 50, 75, 100])
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}%"))

@@ -33,7 +33,6 @@ from harness.cellkey import (
     PANDAS_DTYPES,
     CellKey,
     CellKeyError,
-    fmt_value,
     iter_cell_dirs,
 )
 
@@ -277,12 +276,7 @@ def load(paths: list[str | Path], metric_names: list[str] | None = None) -> Swee
 
 def cell_of(row: Any) -> CellKey:
     """The CellKey of a frame row (a Series or a dict with the axis columns)."""
-    return CellKey.from_mapping({n: row[n] for n in NAMES})
-
-
-def group_of(row: Any, without: str = "policy") -> str:
-    """A group of cells (all axes but ``without``) as a path: ``gpu=h100/dram=64/jps=3``."""
-    return "/".join(f"{n}={fmt_value(row[n])}" for n in NAMES if n != without)
+    return CellKey.from_mapping({n: row.get(n) for n in NAMES})
 
 
 def normalize_keys(df: pd.DataFrame) -> pd.DataFrame:

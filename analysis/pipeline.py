@@ -69,6 +69,9 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
     warnings = _clock_warnings(data.metrics, data.jobs)
     metrics = why.drop_clock_outliers(data.metrics, data.jobs) if warnings else data.metrics
     winners = stats.winners(cells, samples, boot, o.reference_policy)
+    seed_order = reference.seed_cells(cells)  # the seed's winners are among these
+    seed_winners = winners if len(seed_order) == len(cells) else stats.winners(
+        seed_order, samples, boot, o.reference_policy)
     why_t = why.why_table(valid, turns_ok, metrics, all_ok)
     warnings += _hit_rate_warnings(why_t)
     res = Results(
@@ -82,7 +85,7 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
         samples=samples,
         warnings=warnings,
         reference=ref,
-        ref_check=reference.check(ref, cells, jct, pt, ratio, winners, o.tolerance),
+        ref_check=reference.check(ref, cells, jct, pt, ratio, seed_winners, o.tolerance),
     )
     log.info("computed: %d cells (%d valid), %d groups", len(cells), int(cells["valid"].sum()),
              len(winners))
@@ -93,8 +96,8 @@ def _hit_rate_warnings(w: pd.DataFrame) -> list[str]:
     over = w[w["prefix_hit_rate"] > 1.0] if "prefix_hit_rate" in w else w.iloc[:0]
     if over.empty:
         return []
-    names = ", ".join(f"{r.policy} jps={r.jps:g} ({r.prefix_hit_rate:.1f})"
-                      for r in over.itertuples())
+    names = ", ".join(f"{r.policy}{'' if r.sched == stats.DEFAULT_SCHED else f' ({r.sched})'}"
+                      f" jps={r.jps:g} ({r.prefix_hit_rate:.1f})" for r in over.itertuples())
     return [f"prefix_hit_rate above 1 in {len(over)} cell(s): {names}. vLLM counts a waiting "
             "request's prefix hits again at every scheduling step; read cached_frac (the "
             "responses' cached_tokens) for the share of prompt tokens served from cache."]

@@ -126,22 +126,50 @@ def n_text(cells: pd.DataFrame, window_all: bool = True) -> str:
     return text
 
 
-def lines(cells: pd.DataFrame) -> Iterable[tuple[str, str, pd.DataFrame]]:
-    """(sweep, policy, rows) in legend order."""
-    for p in style.policy_order(cells["policy"].unique()):
-        for s in sorted(cells.loc[cells["policy"] == p, "sweep"].unique()):
-            yield s, p, cells[(cells["policy"] == p) & (cells["sweep"] == s)]
+def scheds(cells: pd.DataFrame) -> pd.Series:
+    """The cells' scheduling order (the default order where a frame has no sched column)."""
+    if "sched" in cells:
+        return cells["sched"]
+    return pd.Series(style.DEFAULT_SCHED, index=cells.index, dtype=object)
+
+
+def series_of(cells: pd.DataFrame) -> list[style.Series]:
+    """The series (policy, scheduling order) of the cells, in legend order."""
+    return style.series_order(zip(cells["policy"], scheds(cells), strict=True))
+
+
+def lines(cells: pd.DataFrame) -> Iterable[tuple[str, style.Series, pd.DataFrame]]:
+    """(sweep, series, rows) in legend order: one line per sweep and (policy, sched)."""
+    sched = scheds(cells)
+    for ser in series_of(cells):
+        mine = (cells["policy"] == ser.policy) & (sched == ser.sched)
+        for s in sorted(cells.loc[mine, "sweep"].unique()):
+            yield s, ser, cells[mine & (cells["sweep"] == s)]
 
 
 def sweep_style(sweeps: list[str], sweep: str) -> str:
     return style.SWEEP_LINESTYLES[sorted(sweeps).index(sweep) % len(style.SWEEP_LINESTYLES)]
 
 
+def line_style(ser: style.Series, sweeps: list[str], sweep: str) -> dict[str, Any]:
+    """Keywords of one line: with several sweeps in a panel the line style names the sweep,
+    else the scheduling order; a marker of another order than the default is half filled.
+    The default order's line gets exactly the keywords it had before the sched axis."""
+    ls = sweep_style(sweeps, sweep) if len(sweeps) > 1 or ser.default else ser.linestyle
+    return {"ls": ls, **ser.fill()}
+
+
+def cell_tag(ser: style.Series, sweep: str, several_sweeps: bool) -> str:
+    """What tells a cell's line from the others of its colour: its order, its sweep."""
+    return " · ".join(t for t in (ser.tag, sweep if several_sweeps else "") if t)
+
+
 def mark_invalid(ax: plt.Axes, x: float, state: str, color: str, slot: int,
-                 sweep: str = "") -> None:
+                 tag: str = "") -> None:
     """A cell that has no number: its state written at the bottom of the panel, never a point
-    (with its sweep's name when several sweeps share the panel)."""
-    text = f"✕ {style.STATE_SHORT.get(state, state)}" + (f" · {sweep}" if sweep else "")
+    (with a tag, cell_tag, when its colour does not say which line it is: its scheduling
+    order, its sweep's name when several sweeps share the panel)."""
+    text = f"✕ {style.STATE_SHORT.get(state, state)}" + (f" · {tag}" if tag else "")
     ax.annotate(text, (x, 0.03 + 0.075 * slot),
                 xycoords=ax.get_xaxis_transform(), ha="center", va="bottom", fontsize=7,
                 color=color, fontweight="bold",
@@ -154,21 +182,24 @@ def invalid_box(ax: plt.Axes, cells: pd.DataFrame) -> None:
     if bad.empty:
         return
     several = cells["sweep"].nunique() > 1
-    text = "\n".join(f"✕ {style.policy_label(p)}{f' · {s}' if several else ''}: "
-                     f"{style.STATE_SHORT.get(st, st)}"
-                     for p, s, st in zip(bad["policy"], bad["sweep"], bad["state"], strict=True))
+    text = "\n".join(f"✕ {style.series_label(p, o)}{f' · {s}' if several else ''}: "
+                      f"{style.STATE_SHORT.get(st, st)}"
+                      for p, o, s, st in zip(bad["policy"], scheds(bad), bad["sweep"],
+                                             bad["state"], strict=True))
     ax.text(0.02, 0.97, text + "\n(not drawn)", transform=ax.transAxes, va="top", ha="left",
             fontsize=7, color="#a00",
             bbox={"boxstyle": "round,pad=0.3", "fc": "#fff5f5", "ec": "#a00", "lw": 0.6})
 
 
 def legend(fig: plt.Figure, cells: pd.DataFrame, extras: Iterable[str] = ()) -> None:
-    """One legend under the panels: policies (colour), sweeps (line style), marks used."""
-    handles: list[Artist] = [
-        Line2D([], [], color=style.policy_color(p), marker=style.policy_marker(p),
-               label=style.policy_label(p))
-        for p in style.policy_order(cells["policy"].unique())]
+    """One legend under the panels: series (policy: colour and marker; scheduling order: line
+    style and marker fill), sweeps (line style), marks used."""
     sweeps = sorted(cells["sweep"].unique())
+    handles: list[Artist] = [
+        Line2D([], [], color=ser.color, marker=ser.marker, label=ser.label) if ser.default
+        else Line2D([], [], color=ser.color, marker=ser.marker, label=ser.label,
+                    ls="-" if len(sweeps) > 1 else ser.linestyle, **ser.fill())
+        for ser in series_of(cells)]
     if len(sweeps) > 1:
         handles += [Line2D([], [], color="#444", ls=sweep_style(sweeps, s), label=s)
                     for s in sweeps]

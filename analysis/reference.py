@@ -7,6 +7,10 @@ value_hi is the stated value or range (blank end: a bound); approx marks "~".
 Metrics: mean_jct_s, pct_vs (mean JCT against `comparator`, percent), pct_win (margin of the
 winner, comparator unstated), winner, jct_ratio_vs, turn_latency_s (turns turn_lo..turn_hi),
 turn_latency_peak_s (turn not stated), tlast_over_t1.
+
+The seed ran every policy in the engine's default scheduling order, so its statements speak
+about cells with ``sched`` = SEED_SCHED only, and its winner statements about the winner
+among those cells (the pipeline passes winners computed over them).
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import KEYS, group_of
+from analysis.load import KEYS
+from analysis.stats import DEFAULT_SCHED, group_label
 from analysis.validity import cell_label
 
 log = logging.getLogger(__name__)
 
+SEED_SCHED = DEFAULT_SCHED  # the scheduling order the seed's numbers were measured in
 REFERENCE_CSV = Path(__file__).with_name("reference.csv")
 DEFAULT_TOLERANCE = 0.25  # a stated value widened by this fraction still "agrees"
 _NUM = ["dram", "jps_lo", "jps_hi", "turn_lo", "turn_hi", "value_lo", "value_hi"]
@@ -47,6 +53,19 @@ def matches(r: dict | pd.Series, gpu: str, dram: int, policy: str | None, jps: f
         return False
     lo, hi = r["jps_lo"], r["jps_hi"]
     return (math.isnan(lo) or jps >= lo - 1e-9) and (math.isnan(hi) or jps <= hi + 1e-9)
+
+
+def seed_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """The cells the seed's statements can speak about: those in the seed's order."""
+    if "sched" not in cells:
+        return cells
+    return cells[cells["sched"] == SEED_SCHED]
+
+
+def seed_policies(cells: pd.DataFrame) -> set[str]:
+    """Policies of the cells in the seed's order (the figures draw the seed's values for
+    those, in the policy's colour)."""
+    return set(seed_cells(cells)["policy"])
 
 
 def seed_text(r: dict | pd.Series) -> str:
@@ -89,7 +108,8 @@ def _ours(r: dict, cell: dict, t: dict[str, pd.DataFrame]) -> tuple[str, float, 
         v = t["jct"].get(key, math.nan)
         return f"{v:.3g} s", v, v
     if m in ("pct_vs", "jct_ratio_vs"):
-        ref_key = (*key[:3], r["comparator"], key[4])
+        ref_key = tuple(r["comparator"] if n == "policy" else v
+                        for n, v in zip(KEYS, key, strict=True))
         a, b = t["jct"].get(key, math.nan), t["jct"].get(ref_key, math.nan)
         v = (a / b - 1) * 100 if m == "pct_vs" else a / b
         if math.isnan(v):
@@ -124,7 +144,7 @@ def _lookups(jct: pd.DataFrame, pt: pd.DataFrame, ratio: pd.DataFrame) -> dict:
 
 
 def _group_row(r: dict, w: dict, tol: float) -> dict:
-    where = group_of(w)
+    where = group_label(w)
     if r["metric"] == "winner":
         ours = w["winner"] if w["winner"] else "none valid"
         if w["tie"]:
@@ -143,9 +163,10 @@ def _group_row(r: dict, w: dict, tol: float) -> dict:
 def check(ref: pd.DataFrame, cells: pd.DataFrame, jct: pd.DataFrame, pt: pd.DataFrame,
           ratio: pd.DataFrame, winners: pd.DataFrame, tol: float = DEFAULT_TOLERANCE
           ) -> pd.DataFrame:
-    """One row per (reference statement, cell or group of ours that it speaks about)."""
+    """One row per (reference statement, cell or group of ours that it speaks about): cells
+    in the seed's order (seed_cells); `winners` should be those among such cells."""
     t = _lookups(jct, pt, ratio)
-    cell_rows = cells.to_dict("records")
+    cell_rows = seed_cells(cells).to_dict("records")
     win_rows = winners.to_dict("records")
     rows = []
     for r in ref.to_dict("records"):

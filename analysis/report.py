@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import page, pipeline, style
+from analysis import page, pipeline, stats, style
 from analysis.figreg import FIGURES
 from analysis.figures import FigurePool
-from analysis.load import KEYS, group_of
+from analysis.load import KEYS
 from analysis.page import Col
 from analysis.plotkit import FigureFile
 from analysis.validity import cell_label
@@ -83,10 +83,20 @@ def _cells_frame(res: pipeline.Results) -> pd.DataFrame:
     return c
 
 
+def _against(text: str, ref: str, ref_sched: object, sched: object) -> str:
+    """A margin against the reference policy, naming the reference's scheduling order where
+    it is not the default one or not the compared cell's (so always in a sweep without the
+    sched axis)."""
+    if not isinstance(ref_sched, str) or (ref_sched == sched == stats.DEFAULT_SCHED):
+        return text
+    return f"{text} (vs {style.series_label(ref, ref_sched)})"
+
+
 def _jct_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
     d = cells.merge(res.jct.drop(columns="n_used"), on=KEYS, how="left").merge(
         res.vs, on=KEYS, how="left")
-    ref = style.policy_label(res.options.reference_policy)
+    ref_policy = res.options.reference_policy
+    ref = style.policy_label(ref_policy)
 
     def val(col: str, unit: str = " s") -> pd.Series:
         f = page.num(4, unit)
@@ -97,7 +107,9 @@ def _jct_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
                  p99=val("p99_jct_s"),
                  ci=[page.ci(lo, hi, " s") for lo, hi in zip(d["ci_lo_s"], d["ci_hi_s"],
                                                              strict=True)],
-                 vs=[page.pct(p) for p in d["pct"]],
+                 vs=[_against(page.pct(p), ref_policy, rs, sc) if not page.isnan(p)
+                     else page.pct(p)
+                     for p, rs, sc in zip(d["pct"], d["vs_sched"], d["sched"], strict=True)],
                  vs_ci=[page.ci(lo, hi, "%") for lo, hi in zip(d["pct_lo"], d["pct_hi"],
                                                               strict=True)])
     cols = [Col("cell", "cell", cls="l"), Col("state", "state", cls="l"),
@@ -139,13 +151,15 @@ def _winner_table(res: pipeline.Results) -> str:
     w = res.winners.copy()
     ref = res.options.reference_policy
     seed = _seed_says(res)
-    w["group"] = [group_of(r) for r in w.to_dict("records")]
+    w["group"] = [stats.group_label(r) for r in w.to_dict("records")]
     w["seed"] = [seed.get((s, g), "") for s, g in zip(w["sweep"], w["group"], strict=True)]
-    w["winner_l"] = [style.policy_label(p) if isinstance(p, str) else "—" for p in w["winner"]]
-    w["vsref"] = [(page.pct(p) + " " + page.ci(lo, hi, "%")) if not page.isnan(p)
-                  else ("(is the winner)" if win == ref else "—") for p, lo, hi, win in
+    w["winner_l"] = [style.series_label(p, o) if isinstance(p, str) else "—"
+                     for p, o in zip(w["winner"], w["winner_sched"], strict=True)]
+    w["vsref"] = [_against(page.pct(p) + " " + page.ci(lo, hi, "%"), ref, rs, ws)
+                  if not page.isnan(p) else ("(is the winner)" if win == ref else "—")
+                  for p, lo, hi, win, ws, rs in
                   zip(w[f"pct_vs_{ref}"], w[f"{ref}_ci_lo"], w[f"{ref}_ci_hi"], w["winner"],
-                      strict=True)]
+                      w["winner_sched"], w[f"{ref}_sched"], strict=True)]
     w["tie_t"] = ["TIE" if t else "" for t in w["tie"]]
     cols = [Col("sweep", "sweep", cls="l"), Col("group", "GPU / DRAM / JPS", cls="l"),
             Col("n_jobs", "N used"), Col("winner_l", "winner", cls="l"),
@@ -202,6 +216,15 @@ def _summary(res: pipeline.Results) -> list[str]:
     counts = c["state"].value_counts().to_dict()
     parts = [page.para("Cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
                        + f" (of {len(c)}).")]
+    orders = style.sched_order(c["sched"].unique())
+    if orders != [stats.DEFAULT_SCHED]:
+        parts.append(page.para(
+            "Scheduling orders: " + ", ".join(f"{o} ({style.sched_label(o)})" for o in orders)
+            + ". A figure's line is a policy under one order (same colour; another order than "
+            "the engine's: dashed, half-filled markers); the winner of a group is the best "
+            "(policy, order) pair; a cell is compared with the reference policy under its own "
+            "order where that cell exists, else under the engine's order. The seed's numbers "
+            "are about the engine's order only."))
     warn = []
     if not c["valid"].all():
         warn.append(f"{int((~c['valid']).sum())} cell(s) are invalid or missing: they appear "

@@ -10,17 +10,24 @@ from __future__ import annotations
 import logging
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from analysis.load import KEYS
+from harness.cellkey import BY_NAME, fmt_value
 
 log = logging.getLogger(__name__)
 
-GROUP = [k for k in KEYS if k != "policy"]  # the policies of one group are compared
+# A group (sweep, GPU, DRAM, JPS) holds the contestants that are compared: its cells, one per
+# (policy, scheduling order) pair, so that "FCFS · program order" can win against "FCFS".
+CONTESTANT = ["policy", "sched"]
+GROUP = [k for k in KEYS if k not in CONTESTANT]
 REFERENCE_POLICY = "continuum"
+DEFAULT_SCHED: str = BY_NAME["sched"].legacy  # the engine's default order (and the seed's)
+Contestant = tuple[str, str]  # (policy, sched)
 _CHUNK_ELEMS = 4_000_000  # bootstrap index matrix cap, elements (32 MB as int64)
 
 
@@ -126,9 +133,9 @@ def job_samples(jobs_w: pd.DataFrame, valid: pd.DataFrame) -> dict[tuple, pd.Ser
 
 @dataclass
 class Bootstrap:
-    """Resampled means of JCT per valid cell. The cells of one group (sweep, GPU, DRAM, JPS)
-    share their resampling indices when they hold the same job ids (paired: same seed, same
-    jobs), which is what a comparison between their policies needs."""
+    """Resampled means of JCT per valid cell. The cells of one group (sweep, GPU, DRAM, JPS:
+    every policy and scheduling order) share their resampling indices when they hold the same
+    job ids (paired: same seed, same jobs), which is what a comparison between them needs."""
 
     means: dict[tuple, np.ndarray]
     paired: dict[tuple, bool]
@@ -215,19 +222,50 @@ def compare_samples(a: pd.Series, b: pd.Series, n_boot: int, level: float,
     return (*rel_diff(a.to_numpy(), b.to_numpy(), n_boot, level, rng, paired), paired)
 
 
+def group_label(row: dict | pd.Series) -> str:
+    """A group of contestants as a path: ``gpu=h100/dram=64/jps=3``."""
+    return "/".join(f"{n}={fmt_value(row[n])}" for n in GROUP if n != "sweep")
+
+
+def cell_key(group: dict | pd.Series, c: Contestant) -> tuple:
+    """The cell of contestant c in a group (any mapping with the GROUP keys), in KEYS order."""
+    named = dict(zip(CONTESTANT, c, strict=True))
+    return tuple(named[n] if n in named else group[n] for n in KEYS)
+
+
+def reference_of(c: Contestant, have: Callable[[Contestant], bool],
+                 policy: str = REFERENCE_POLICY) -> Contestant | None:
+    """What contestant c is measured against: the reference policy under c's scheduling order
+    when that cell is there (`have`), else under the default order; None for the reference
+    policy itself or when neither is there."""
+    if c[0] == policy:
+        return None
+    for sched in dict.fromkeys((c[1], DEFAULT_SCHED)):
+        if have((policy, sched)):
+            return policy, sched
+    return None
+
+
 def versus(samples: dict[tuple, pd.Series], boot: Bootstrap, policy: str = REFERENCE_POLICY
            ) -> pd.DataFrame:
-    """Each valid cell against the same group's `policy` cell: percent of mean JCT and CI."""
+    """Each valid cell against the same group's `policy` cell (reference_of: under the same
+    scheduling order, else the default order; `vs_sched` says which): percent of mean JCT
+    and CI."""
     rows = []
     for key in samples:
         k = dict(zip(KEYS, key, strict=True))
-        ref_key = tuple(policy if n == "policy" else k[n] for n in KEYS)
-        if k["policy"] == policy or ref_key not in samples:
+
+        def have(c: Contestant, k: dict = k) -> bool:
+            return cell_key(k, c) in samples
+
+        ref = reference_of((k["policy"], k["sched"]), have, policy)
+        if ref is None:
             continue
-        pct, lo, hi = boot.rel(key, ref_key, samples)
-        rows.append({**k, "vs": policy, "pct": pct, "pct_lo": lo, "pct_hi": hi,
-                     "paired": boot.paired.get(_group_key(key), False)})
-    return pd.DataFrame(rows, columns=KEYS + ["vs", "pct", "pct_lo", "pct_hi", "paired"])
+        pct, lo, hi = boot.rel(key, cell_key(k, ref), samples)
+        rows.append({**k, "vs": policy, "vs_sched": ref[1], "pct": pct, "pct_lo": lo,
+                     "pct_hi": hi, "paired": boot.paired.get(_group_key(key), False)})
+    return pd.DataFrame(rows, columns=KEYS + ["vs", "vs_sched", "pct", "pct_lo", "pct_hi",
+                                              "paired"])
 
 
 def is_tie(lo: float, hi: float) -> bool:
@@ -302,13 +340,13 @@ def turn_ratio(pt: pd.DataFrame) -> pd.DataFrame:
 
 # --- winner per GPU x DRAM x JPS (seed section 2.3) ------------------------------------------
 
-def _label(policy: str) -> str:
-    from analysis.style import policy_label
+def _label(c: Contestant) -> str:
+    from analysis.style import series_label
 
-    return policy_label(policy)
+    return series_label(*c)
 
 
-def _verdict(w: str, r: str, pct: float, lo: float, hi: float, tie: bool) -> str:
+def _verdict(w: Contestant, r: Contestant, pct: float, lo: float, hi: float, tie: bool) -> str:
     ci = f"[{lo:+.1f}, {hi:+.1f}]" if not math.isnan(lo) else "[no CI]"
     if tie:
         return f"tie: {_label(w)} ≈ {_label(r)} ({pct:+.1f}% {ci})"
@@ -318,40 +356,48 @@ def _verdict(w: str, r: str, pct: float, lo: float, hi: float, tie: bool) -> str
 def _winner_row(gkey: tuple, g: pd.DataFrame, samples: dict[tuple, pd.Series],
                 boot: Bootstrap, reference: str) -> dict:
     row: dict = dict(zip(GROUP, gkey, strict=True))
-    def key(p: str) -> tuple:
-        return (*gkey[:3], p, gkey[3])
 
-    ok = {p: samples[key(p)] for p in g.loc[g["valid"], "policy"] if key(p) in samples}
-    ok = {p: s for p, s in ok.items() if s.size}
-    bad = g[~g["policy"].isin(list(ok))]
+    def key(c: Contestant) -> tuple:
+        return cell_key(row, c)
+
+    valid = g[g["valid"]]
+    ok = {c: samples[key(c)] for c in zip(valid["policy"], valid["sched"], strict=True)
+          if key(c) in samples}
+    ok = {c: s for c, s in ok.items() if s.size}
+    bad = g[[c not in ok for c in zip(g["policy"], g["sched"], strict=True)]]
     ns = sorted({int(s.size) for s in ok.values()})
-    seeds = set(g.loc[g["valid"], "seed"].dropna())
+    seeds = set(valid["seed"].dropna())
     row.update(policies=len(g), valid=len(ok), n_jobs=",".join(map(str, ns)),
                comparable=len(ns) <= 1 and len(seeds) <= 1,
-               invalid=", ".join(f"{_label(p)} ({st})" for p, st in
-                                 zip(bad["policy"], bad["state"], strict=True)))
-    order = sorted(ok, key=lambda p: ok[p].mean())
-    row.update(winner=order[0] if order else None,
-               winner_jct_s=ok[order[0]].mean() if order else math.nan,
-               runner_up=order[1] if len(order) > 1 else None,
-               runner_up_jct_s=ok[order[1]].mean() if len(order) > 1 else math.nan)
+               invalid=", ".join(f"{_label(c)} ({st})" for c, st in
+                                 zip(zip(bad["policy"], bad["sched"], strict=True),
+                                     bad["state"], strict=True)))
+    order = sorted(ok, key=lambda c: ok[c].mean())
+    win = order[0] if order else None
+    run = order[1] if len(order) > 1 else None
+    row.update(winner=win[0] if win else None, winner_sched=win[1] if win else None,
+               winner_jct_s=ok[win].mean() if win else math.nan,
+               runner_up=run[0] if run else None, runner_up_sched=run[1] if run else None,
+               runner_up_jct_s=ok[run].mean() if run else math.nan)
     pct = lo = hi = math.nan
     tie = False
-    if len(order) > 1:
-        pct, lo, hi = boot.rel(key(order[0]), key(order[1]), samples)
+    if win and run:
+        pct, lo, hi = boot.rel(key(win), key(run), samples)
         tie = is_tie(lo, hi)
     row.update(pct_vs_runner_up=pct, ci_lo=lo, ci_hi=hi, tie=tie)
     rp = rlo = rhi = math.nan
-    if order and order[0] != reference and reference in ok:
-        rp, rlo, rhi = boot.rel(key(order[0]), key(reference), samples)
+    ref = reference_of(win, ok.__contains__, reference) if win else None
+    if win and ref:
+        rp, rlo, rhi = boot.rel(key(win), key(ref), samples)
     row.update({f"pct_vs_{reference}": rp, f"{reference}_ci_lo": rlo,
-                f"{reference}_ci_hi": rhi, f"tie_vs_{reference}": is_tie(rlo, rhi)})
-    if not order:
+                f"{reference}_ci_hi": rhi, f"tie_vs_{reference}": is_tie(rlo, rhi),
+                f"{reference}_sched": ref[1] if ref else None})
+    if not win:
         row["verdict"] = "no valid cell"
-    elif len(order) == 1:
-        row["verdict"] = f"only {_label(order[0])} valid"
+    elif not run:
+        row["verdict"] = f"only {_label(win)} valid"
     else:
-        row["verdict"] = _verdict(order[0], order[1], pct, lo, hi, tie)
+        row["verdict"] = _verdict(win, run, pct, lo, hi, tie)
     if not row["comparable"]:
         row["verdict"] += " (N or seed differs: not comparable)"
     return row
@@ -359,8 +405,9 @@ def _winner_row(gkey: tuple, g: pd.DataFrame, samples: dict[tuple, pd.Series],
 
 def winners(cells: pd.DataFrame, samples: dict[tuple, pd.Series], boot: Bootstrap,
             reference: str = REFERENCE_POLICY) -> pd.DataFrame:
-    """One row per sweep x GPU x DRAM x JPS: lowest mean JCT, margin to the runner-up and to
-    the reference policy, with bootstrap CIs; a margin whose CI holds 0 is a tie."""
+    """One row per sweep x GPU x DRAM x JPS: the contestant (policy, scheduling order) of
+    lowest mean JCT, its margin to the runner-up and to the reference policy (reference_of),
+    with bootstrap CIs; a margin whose CI holds 0 is a tie."""
     rows = [_winner_row(k, g, samples, boot, reference)
             for k, g in cells.groupby(GROUP, sort=True)]
     return pd.DataFrame(rows)

@@ -1,8 +1,20 @@
-"""Names, colours and markers shared by the figures and the tables."""
+"""Names, colours and markers shared by the figures and the tables.
+
+A figure's series is a (policy, scheduling order) pair (:class:`Series`): the policy gives
+its colour and marker; the engine's default order (``sched=fcfs``) draws as it always did,
+another order (``program``: program-level FCFS) keeps the colour and gets a dashed line, a
+half-filled marker and the label ``<policy> · program order``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
 import matplotlib
+
+from harness.cellkey import BY_NAME
 
 matplotlib.use("Agg")
 
@@ -27,6 +39,14 @@ POLICY_MARKERS = {"fcfs": "o", "lmcache": "s", "continuum": "^", "continuum_ttl"
 _FALLBACK_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#393b79", "#637939"]
 _FALLBACK_MARKERS = ["X", "h", "*", "p", "<", ">"]
 SWEEP_LINESTYLES = ["-", "--", ":", "-."]
+
+DEFAULT_SCHED = BY_NAME["sched"].legacy  # the engine's default order: drawn as before the axis
+SCHED_LABELS = {"fcfs": "engine order", "program": "program order"}
+SCHED_ORDER = ["fcfs", "program"]
+SCHED_LINESTYLES = {"program": "--"}  # another order: dashed when one sweep is drawn
+SCHED_FILLSTYLES = {"program": "top"}  # and a half-filled marker (hollow: provisional)
+_FALLBACK_SCHED_LINESTYLES = ["-.", ":"]
+_FALLBACK_SCHED_FILLSTYLES = ["bottom", "left", "right"]
 
 STATE_COLORS = {
     "ok": "#e6f4ea",
@@ -71,3 +91,72 @@ def gpu_label(g: str) -> str:
 
 def jps_label(j: float) -> str:
     return f"{j:g}"
+
+
+def sched_label(s: str) -> str:
+    return SCHED_LABELS.get(s, f"{s} order")
+
+
+def sched_order(scheds: Iterable[str]) -> list[str]:
+    known = [s for s in SCHED_ORDER if s in set(scheds)]
+    return known + sorted(set(scheds) - set(known))
+
+
+@dataclass(frozen=True)
+class Series:
+    """What one line of a figure stands for: a policy under one scheduling order."""
+
+    policy: str
+    sched: str = DEFAULT_SCHED
+
+    @property
+    def default(self) -> bool:
+        """The engine's default order: drawn and named as the policy alone."""
+        return self.sched == DEFAULT_SCHED
+
+    @property
+    def label(self) -> str:
+        """``LMCache``, ``FCFS · program order``."""
+        p = policy_label(self.policy)
+        return p if self.default else f"{p} · {sched_label(self.sched)}"
+
+    @property
+    def tag(self) -> str:
+        """What tells this series from its policy's default-order one ("" for that one)."""
+        return "" if self.default else sched_label(self.sched)
+
+    @property
+    def color(self) -> str:
+        return policy_color(self.policy)
+
+    @property
+    def marker(self) -> str:
+        return policy_marker(self.policy)
+
+    @property
+    def linestyle(self) -> str:
+        """The line style that names the order (solid for the default order)."""
+        if self.default:
+            return "-"
+        return SCHED_LINESTYLES.get(self.sched) or _FALLBACK_SCHED_LINESTYLES[
+            _stable_index(self.sched, len(_FALLBACK_SCHED_LINESTYLES))]
+
+    def fill(self) -> dict[str, Any]:
+        """Marker keywords that name the order ({} for the default order: filled)."""
+        if self.default:
+            return {}
+        fs = SCHED_FILLSTYLES.get(self.sched) or _FALLBACK_SCHED_FILLSTYLES[
+            _stable_index(self.sched, len(_FALLBACK_SCHED_FILLSTYLES))]
+        return {"fillstyle": fs, "markerfacecoloralt": "white"}
+
+
+def series_order(pairs: Iterable[tuple[str, str]]) -> list[Series]:
+    """(policy, sched) pairs as series in legend order: policies as policy_order, each
+    policy's orders default first."""
+    pairs = set(pairs)
+    return [Series(p, s) for p in policy_order({p for p, _ in pairs})
+            for s in sched_order({s for q, s in pairs if q == p})]
+
+
+def series_label(policy: str, sched: str = DEFAULT_SCHED) -> str:
+    return Series(policy, sched).label

@@ -43,6 +43,7 @@ class SynthSpec:
     gpus: tuple[str, ...] = ("h200", "h100")
     drams: tuple[int, ...] = (400, 64)
     policies: tuple[str, ...] = ("fcfs", "lmcache", "continuum")
+    scheds: tuple[str, ...] = ("fcfs",)
     jps: tuple[float, ...] = (1.0, 3.0, 6.0, 10.0, 15.0)
     n_jobs: int = 40
     n_turns: int = 8
@@ -55,17 +56,18 @@ class SynthSpec:
 
     def cells(self) -> list[CellKey]:
         return [
-            CellKey(gpu=g, dram=d, policy=p, jps=float(j))
+            CellKey(gpu=g, dram=d, policy=p, sched=s, jps=float(j))
             for g in self.gpus
             for d in self.drams
             for p in self.policies
+            for s in self.scheds
             for j in self.jps
         ]
 
 
-def key(gpu: str, dram: int, policy: str, jps: float) -> CellKey:
-    """Shorthand for a cell of a synthetic sweep (its other axes, if any, at their legacy)."""
-    return CellKey.from_mapping({"gpu": gpu, "dram": dram, "policy": policy, "jps": jps})
+def key(gpu: str, dram: int, policy: str, jps: float, sched: str = "fcfs") -> CellKey:
+    """Shorthand for a cell of a synthetic sweep."""
+    return CellKey(gpu=gpu, dram=dram, policy=policy, sched=sched, jps=float(jps))
 
 
 def cell_dir(sweep: Path, key: CellKey) -> Path:
@@ -81,8 +83,8 @@ def _turn_multiplier(key: CellKey, turns: np.ndarray) -> np.ndarray:
     d, p = key.dram, key.policy
     load = _load(key)
     t = turns.astype(float)
-    if p == "fcfs":
-        return 1.0 + 0.45 * load * t
+    if p == "fcfs":  # program order serves returning turns first: less growth per turn
+        return 1.0 + (0.2 if key.sched == "program" else 0.45) * load * t
     if p == "continuum":
         return 1.0 + load * np.where(t <= 2, 3.0, 0.3)
     if p in ("lmcache", "native_offload"):
@@ -155,6 +157,7 @@ def _turns_table(spec: SynthSpec, a: dict[str, np.ndarray], failed: np.ndarray) 
         "retries": np.zeros(n * T),
         "status": status.ravel(),
         "error": np.where(status == "error", "server disconnected", "").ravel(),
+        "priority": np.full(n * T, np.nan),  # no request priority in the synthetic sweep
     }
     arrays = [pa.array(cols[f.name], type=f.type, from_pandas=True) for f in TURNS_SCHEMA]
     table = pa.Table.from_arrays(arrays, schema=TURNS_SCHEMA)
@@ -280,6 +283,7 @@ def build(spec: SynthSpec, root: Path) -> Path:
         "gpu": list(spec.gpus),
         "dram": list(spec.drams),
         "policy": list(spec.policies),
+        "sched": list(spec.scheds),
         "jps": [float(j) for j in spec.jps],
     }
     records.write_json({"name": spec.name, "matrix": matrix, "created": "2026-01-01T00:00:00Z"},

@@ -104,8 +104,6 @@ def _note(r: pd.Series) -> str:
 
 
 def cell_label(r: pd.Series | dict) -> str:
-    """The cell as its folder names it, e.g. gpu=h100/dram=64/policy=fcfs/jps=3."""
-    path = r.get("path")
-    if isinstance(path, str) and path:
-        return path
+    """The cell as its key names it, e.g. gpu=h100/dram=64/policy=fcfs/sched=fcfs/jps=3
+    (also for a folder written before an axis existed)."""
     return cell_of(r).rel_dir

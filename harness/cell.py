@@ -250,6 +250,7 @@ async def _drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows) -
         max_retries=cfg.workload.max_retries,
         send_hints=cfg.policy.sends_hints,
         continuum_fields=cfg.policy.continuum_fields,
+        priority=cfg.sched == "program",
     )
     client = AgentClient(server.url, server.api_key, opts)
     stop = asyncio.Event()

@@ -1,6 +1,7 @@
 """The cell key: the axes that identify one cell of a sweep, defined once.
 
-A cell is one point of the GPU x DRAM x policy x JPS matrix. :class:`CellKey` owns the axes
+A cell is one point of the GPU x DRAM x policy x scheduling order x JPS matrix.
+:class:`CellKey` owns the axes
 (their order, types and folder format), the cell's folder path, its label in figures, parsing
 back from a folder path or a manifest, and ordering. Planning, the sweep folder, status,
 analysis and compare all use it; nothing else spells the axes.
@@ -30,9 +31,12 @@ _NO_LEGACY = object()
 def axis(*, doc: str, group: bool, source: str, legacy: Any = _NO_LEGACY, unit: str = "") -> Any:
     """A :class:`CellKey` field: ``doc`` says what it is, ``group`` whether it is a Hydra
     config group, ``source`` where a composed config holds its value (a dotted key),
-    ``legacy`` the value of folders written before the axis existed."""
+    ``legacy`` the value of folders written before the axis existed (also the value of a
+    key that does not name it)."""
     meta = {"doc": doc, "group": group, "source": source, "legacy": legacy, "unit": unit}
-    return dataclasses.field(metadata=meta)
+    if legacy is _NO_LEGACY:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=legacy, metadata=meta)
 
 
 class CellKeyError(ValueError):
@@ -48,13 +52,17 @@ def fmt_value(value: Any) -> str:
 
 @dataclass(frozen=True, order=True, kw_only=True)
 class CellKey:
-    """One cell. Ordered by the axes in this order (gpu, dram, policy, jps)."""
+    """One cell. Ordered by the axes in this order (gpu, dram, policy, sched, jps)."""
 
     gpu: str = axis(doc="GPU config (conf/gpu/<name>.yaml)", group=True, source="gpu.name")
     dram: int = axis(doc="host DRAM budget of the offload tier (conf/dram/<gb>.yaml)",
                      group=True, source="dram.gb", unit="GB")
     policy: str = axis(doc="KV-cache policy (conf/policy/<name>.yaml)", group=True,
                        source="policy.name")
+    sched: str = axis(doc="scheduling order: fcfs (the engine's default) or program "
+                          "(program-level FCFS: each request carries its job's rank by arrival "
+                          "as its priority)", group=False, source="sched", legacy="fcfs",
+                      unit="order")
     jps: float = axis(doc="job arrival rate, jobs per second", group=False, source="jps",
                       unit="JPS")
 
@@ -74,6 +82,14 @@ class CellKey:
     def rel_dir(self) -> str:
         """The cell's folder under the sweep, Hive style: ``gpu=h100/dram=64/.../jps=3``."""
         return "/".join(f"{a.name}={fmt_value(getattr(self, a.name))}" for a in AXES)
+
+    @property
+    def legacy_rel_dir(self) -> str | None:
+        """Where a release before the later axes wrote this cell: the path without the
+        segments of axes at their legacy value (None when no axis is at its legacy value)."""
+        parts = [f"{a.name}={fmt_value(getattr(self, a.name))}" for a in AXES
+                 if not (a.has_legacy and getattr(self, a.name) == a.legacy)]
+        return "/".join(parts) if len(parts) < len(AXES) else None
 
     @property
     def label(self) -> str:

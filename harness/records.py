@@ -30,7 +30,7 @@ TURNS = pa.schema(
         ("prompt_tokens", pa.int32()), ("server_prompt_tokens", pa.int32()),
         ("cached_tokens", pa.int32()), ("completion_tokens", pa.int32()),
         ("tool_s", pa.float64()), ("retries", pa.int16()), ("status", pa.string()),
-        ("error", pa.string()),
+        ("error", pa.string()), ("priority", pa.int32()),
     ]
 )  # fmt: skip
 

@@ -70,6 +70,8 @@ def base_args(cfg, host: str, port: int) -> list[str]:
         args += ["--gpu-memory-utilization", str(e.gpu_memory_utilization)]
     if e.block_size:
         args += ["--block-size", str(e.block_size)]
+    if cfg.sched == "program":  # program-level FCFS: each request carries its job's rank
+        args += ["--scheduling-policy", "priority"]
     return args + list(e.extra_args)
 
 
@@ -92,7 +94,7 @@ def base_env(cfg) -> dict[str, str]:
 
 def build_command(cfg, host: str = "127.0.0.1", port: int = 8000) -> ServerCommand:
     """The exact command line and environment for the cell's engine and policy."""
-    policy = policies.get(cfg.policy.name)
+    policy = policies.of(cfg)
     python = policy.python(cfg) or cfg.engine.python or sys.executable
     argv = [python, "-m", "vllm.entrypoints.openai.api_server"]
     argv += base_args(cfg, host, port) + policy.server_args(cfg)

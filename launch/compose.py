@@ -10,7 +10,9 @@ the command's overrides, so every cell is validated by the schema exactly as it 
 
 from __future__ import annotations
 
+import typing
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from harness import policies
 from harness.cellkey import AXES, NAMES, CellKey, CellKeyError, fmt_value
 from harness.errors import ConfigError
 from launch import schema
@@ -101,6 +104,12 @@ def _values(o) -> list[str]:
     return [str(v)]
 
 
+def _enum_of(key: str) -> type[Enum] | None:
+    """The enum a top-level config key is typed with in the schema (None: not an enum)."""
+    hint = typing.get_type_hints(schema.Config).get(key)
+    return hint if isinstance(hint, type) and issubclass(hint, Enum) else None
+
+
 def parse_jps(values: list) -> list[float]:
     out = []
     for v in values:
@@ -137,19 +146,34 @@ class Planner:
         return [CellKey(**p) for p in partial]
 
     def _axis_values(self, name: str, chosen: dict[str, Any]) -> list[Any]:
-        """The values of one axis: the command's, else the experiment's matrix (where
-        ``dram_by_gpu`` pairs a DRAM size with the GPU chosen before it)."""
+        """The values of one axis: the command's, else the experiment's matrix, where
+        ``<axis>_by_<earlier axis>`` pairs values with the value chosen before it
+        (``dram_by_gpu``: a DRAM size per GPU; ``sched_by_policy``: orders per policy), else
+        for ``sched`` the policy's default order."""
         m = self.base.experiment.matrix
         raw = self.axes.get(name)
+        for earlier, value in chosen.items():  # <axis>_by_<earlier axis>: pairs, if set
+            paired = m.get(f"{name}_by_{earlier}") or {}
+            if raw is None and str(value) in paired:
+                v = paired[str(value)]
+                raw = list(v) if OmegaConf.is_list(v) or isinstance(v, list) else [v]
+        if raw is None and name == "sched" and m.get("sched") is None:
+            impl = policies.impl_name(_group_yaml("policy", chosen["policy"]))
+            raw = [policies.get_class(impl).default_sched]
         if raw is None:
-            by_gpu = m.get(f"{name}_by_gpu") or {}
-            raw = [by_gpu[chosen["gpu"]]] if chosen.get("gpu") in by_gpu else list(m[name])
+            raw = list(m[name])
         return [self._check_value(name, v) for v in raw]
 
     def _check_value(self, name: str, value: Any) -> Any:
         a = next(x for x in AXES if x.name == name)
         if name == "jps":
             return parse_jps([value])[0]
+        kind = _enum_of(a.source)
+        if kind is not None:
+            if str(value) not in [k.value for k in kind]:
+                raise ConfigError(f"{name}={value} is unknown; allowed: "
+                                  f"{', '.join(k.value for k in kind)}")
+            return str(value)
         try:
             v = a.parse(value)
         except CellKeyError:

@@ -49,6 +49,11 @@ class ToolDist(StrEnum):  # workloads.tooltime.KINDS
     file = "file"
 
 
+class Sched(StrEnum):  # the cell axis harness.cellkey.CellKey.sched
+    fcfs = "fcfs"  # the engine's default order (vLLM: first come, first served per request)
+    program = "program"  # program-level FCFS: --scheduling-policy priority, priority = job rank
+
+
 class Arrival(StrEnum):  # workloads.arrivals.ARRIVALS
     poisson = "poisson"  # a Poisson process at the cell's JPS, from the seed
     recorded = "recorded"  # a trace's own arrival times, scaled to the cell's JPS
@@ -148,7 +153,11 @@ class DramConf:
 
 @dataclass
 class PolicyConf:
-    name: str = MISSING  # registry key in harness.policies
+    # The policy as cells name it (folder policy=<name>, legends); also the implementation
+    # (registry key in harness.policies) unless ``impl`` names another: a variant of a policy
+    # with other settings (conf/policy/continuum_fixed.yaml: impl continuum_ttl, ttl_rule fixed).
+    name: str = MISSING
+    impl: str | None = None
     description: str = ""
     engines: list[str] = field(default_factory=lambda: ["vllm-cpu", "vllm-cuda"])
     uses_offload_tier: bool = False  # True: capacity comes from dram.gb
@@ -307,6 +316,10 @@ class MatrixConf:
     dram: list[int] = field(default_factory=lambda: [8])
     dram_by_gpu: dict[str, int] = field(default_factory=dict)  # pairs gpu -> dram, if set
     policy: list[str] = field(default_factory=lambda: ["fcfs"])
+    # Scheduling orders (fcfs | program); null: each policy's default (Policy.default_sched:
+    # fcfs for all but continuum_ttl, which is Continuum and so orders by program).
+    sched: list[Sched] | None = None
+    sched_by_policy: dict[str, list[str]] = field(default_factory=dict)  # orders per policy
     jps: list[float] = field(default_factory=lambda: [1.0])
 
 
@@ -336,6 +349,7 @@ class Config:
     engine: EngineConf = MISSING
     cluster: ClusterConf = MISSING
     experiment: ExperimentConf = MISSING
+    sched: Sched = Sched.fcfs  # scheduling order of this cell (set per cell by the matrix)
     jps: float = 1.0  # arrival rate of this cell (set per cell by the matrix)
     results_dir: str = "results"  # relative to the repo root
     sweep_dir: str | None = None  # explicit sweep folder (default results/<date>_<name>)

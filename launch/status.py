@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from harness.cellkey import CellKey
 from launch import sweepdir
 
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
@@ -24,7 +25,7 @@ def last_jobs(sweep: sweepdir.SweepDir) -> dict[str, tuple[str, str]]:
     out = {}
     for sub in sweep.meta.get("submissions", []):
         for j in sub.get("jobs", []):
-            out[j["cell"]] = (sub.get("executor", "slurm"), str(j["job_id"]))
+            out[sweepdir.rekey(j["cell"])] = (sub.get("executor", "slurm"), str(j["job_id"]))
     return out
 
 
@@ -90,8 +91,8 @@ def collect(path: Path) -> tuple[sweepdir.SweepDir, list[dict]]:
     sweep = sweepdir.load(path)
     sched = slurm_states(sweep)
     rows = []
-    for rel in sweep.meta.get("matrix", []):
-        state, detail = cell_state(sweep.path / rel, sched.get(rel))
+    for rel in map(sweepdir.rekey, sweep.meta.get("matrix", [])):
+        state, detail = cell_state(sweep.cell_dir(CellKey.from_rel(rel)), sched.get(rel))
         rows.append(
             {"cell": rel, "state": state, "scheduler": sched.get(rel, ""), "detail": detail}
         )

@@ -47,7 +47,7 @@ def normalized(ident: dict) -> dict:
     pol = out.get("policy")
     if isinstance(pol, dict):
         try:
-            cls = policies.get_class(str(pol.get("name")))
+            cls = policies.get_class(policies.impl_name(pol))
             pol = {**pol, "settings": cls.parse_settings(pol.get("settings")).to_dict()}
         except ConfigError:
             pass  # recorded by a release with other settings: compared as written
@@ -103,7 +103,13 @@ class SweepDir:
         return (self.path / SWEEP_JSON).exists()
 
     def cell_dir(self, cell: CellKey) -> Path:
-        return self.path / cell.rel_dir
+        """The cell's folder; a cell written before a later axis existed keeps its folder
+        (without that axis' segment), so a resumed sweep finds what it already ran."""
+        new = self.path / cell.rel_dir
+        old = cell.legacy_rel_dir
+        if old and not new.exists() and (self.path / old).is_dir():
+            return self.path / old
+        return new
 
     def save(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -156,7 +162,7 @@ def choose(base: DictConfig, cells: dict[str, dict], today: str | None = None) -
         }
         return sd
     sd.meta = json.loads((target / SWEEP_JSON).read_text())
-    old = {k: normalized(v) for k, v in sd.meta.get("cells", {}).items()}
+    old = {rekey(k): normalized(v) for k, v in sd.meta.get("cells", {}).items()}
     if sd.meta.get("base_fingerprint") != bfp:
         keys = _diff_keys(base_identity(old), base_identity(cells)) if old else ["?"]
         if keys:
@@ -171,6 +177,14 @@ def choose(base: DictConfig, cells: dict[str, dict], today: str | None = None) -
     sd.meta["cells"] = {**old, **cells}
     sd.meta["matrix"] = sorted(sd.meta["cells"])
     return sd
+
+
+def rekey(rel: str) -> str:
+    """A recorded cell path in today's form (a path from before an axis existed gains it)."""
+    try:
+        return CellKey.from_rel(rel).rel_dir
+    except ValueError:
+        return rel
 
 
 def _fp_of(d: Path) -> str | None:

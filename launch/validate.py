@@ -43,7 +43,7 @@ def check_cell(cfg: DictConfig) -> Config:
     typed = schema.typed(cfg)
     check_engine_gpu(typed)
     check_dram(typed)
-    policies.get(typed.policy.name).validate(cfg)
+    policies.of(cfg).validate(cfg)
     check_model(typed)
     return typed
 
@@ -106,7 +106,7 @@ def check_local_machine(cfg: DictConfig) -> None:
             f"engine={cfg.engine.name} needs a CUDA GPU and this machine has none (no nvidia-smi "
             f"or /dev/nvidia0); run on a GPU node (cluster=pace) or use gpu=cpu engine=vllm-cpu"
         )
-    if cfg.engine.python or policies.get(cfg.policy.name).python(cfg):
+    if cfg.engine.python or policies.of(cfg).python(cfg):
         return  # another interpreter: checked by the policy / at server start
     check_engine_installed(cfg.engine)
 

@@ -8,6 +8,6 @@ are found by :func:`harness.policies.base.discover`: adding a policy is adding a
 
 from __future__ import annotations
 
-from harness.policies.base import Policy, classes, get, get_class, names, register
+from harness.policies.base import Policy, classes, get, get_class, impl_name, names, of, register
 
-__all__ = ["Policy", "classes", "get", "get_class", "names", "register"]
+__all__ = ["Policy", "classes", "get", "get_class", "impl_name", "names", "of", "register"]

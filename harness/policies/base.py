@@ -33,6 +33,11 @@ class Policy:
     name: ClassVar[str] = ""
     engine_reason: ClassVar[str] = ""  # why it runs only on cfg.policy.engines (engine error)
     settings_type: ClassVar[type[Settings]] = Settings  # the policy's typed settings
+    # Scheduling orders (the cell axis ``sched``) the policy can run under, and the one a
+    # sweep uses when neither the command nor the experiment names one.
+    schedulers: ClassVar[tuple[str, ...]] = ("fcfs", "program")
+    default_sched: ClassVar[str] = "fcfs"
+    sched_reason: ClassVar[str] = ""  # why a scheduling order is not offered (planning error)
 
     @classmethod
     def parse_settings(cls, raw: Mapping[str, Any] | None) -> Any:
@@ -72,6 +77,13 @@ class Policy:
                 f"not engine={cfg.engine.name}{why}; "
                 f"choose engine={cfg.policy.engines[0]} (on a GPU node) or a policy the "
                 f"{cfg.engine.name} engine runs"
+            )
+        if cfg.sched not in self.schedulers:
+            why = f" ({self.sched_reason})" if self.sched_reason else ""
+            raise ConfigError(
+                f"policy={cfg.policy.name} cannot run with sched={cfg.sched}{why}; allowed: "
+                f"{', '.join(self.schedulers)}; set sched={self.schedulers[0]} for it or leave "
+                f"policy={cfg.policy.name} out of this sweep"
             )
         self.settings(cfg)
 
@@ -137,3 +149,13 @@ def get_class(name: str) -> type[Policy]:
 
 def get(name: str) -> Policy:
     return get_class(name)()
+
+
+def impl_name(policy_conf: Any) -> str:
+    """The implementation of a policy config (``impl``, else its ``name``)."""
+    return str(policy_conf.get("impl") or policy_conf.get("name"))
+
+
+def of(cfg: Any) -> Policy:
+    """The implementation a cell's config runs (a variant's ``policy.impl``, else its name)."""
+    return get(impl_name(cfg.policy))

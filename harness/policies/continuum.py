@@ -65,6 +65,11 @@ class Continuum(Policy):
     name = "continuum"
     engine_reason = "the fork is a CUDA build of vLLM 0.10.2"
     settings_type = ContinuumSettings
+    # The fork brings its own scheduler (--scheduling-policy continuum: program order and
+    # pinned jobs first); sched=fcfs means "the engine's default", which for the fork is that.
+    schedulers = ("fcfs",)
+    sched_reason = ("the fork schedules with its own --scheduling-policy continuum, which is "
+                    "program-level already; request priorities would need priority scheduling")
 
     def python(self, cfg) -> str | None:
         return self.settings(cfg).python or None

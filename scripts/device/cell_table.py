@@ -1,7 +1,7 @@
-"""Per-cell table of a sweep folder for docs/validation/: JCT (mean, p90), per-turn latency,
-cached-token share, preemptions, offload bytes, from the cell records alone (turns/jobs/metrics
-parquet). Counters are taken as max minus min over the cell's scrapes, so cells
-that share a server (cluster.share_server) are not double-counted.
+"""Per-cell table of a sweep folder for docs/validation/: JCT (mean, p50, p90), per-turn latency
+and last/first turn, cached-token share, preemptions, offload bytes, client lag p99, from the
+cell records alone (turns/jobs/metrics parquet). Counters are taken as max minus min over the
+cell's scrapes, so cells that share a server (cluster.share_server) are not double-counted.
 
     python scripts/device/cell_table.py results/<sweep> [--md]
 """
@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
+from harness.cellkey import iter_cell_dirs
 
 
 def counter(m: pd.DataFrame, name: str, label: str | None = None) -> dict[str, float]:
@@ -39,7 +41,8 @@ def gauge_max(m: pd.DataFrame, name: str) -> float | None:
 def cell_row(d: Path) -> dict:
     man = json.loads((d / "manifest.json").read_text())
     c = man["cell"]
-    row = {"dram": c["dram"], "policy": c["policy"], "jps": c["jps"], "status": man["status"]}
+    row = {"dram": c["dram"], "policy": c["policy"], "sched": c.get("sched", "fcfs"),
+           "jps": c["jps"], "status": man["status"]}
     if not (d / "jobs.parquet").exists():
         row["note"] = ((man.get("error") or "").splitlines() or [""])[0][:80]
         return row
@@ -48,10 +51,14 @@ def cell_row(d: Path) -> dict:
     ok, tok = jobs[jobs.status == "ok"], turns[turns.status == "ok"]
     row.update(
         n_jobs=len(jobs), jobs_ok=len(ok), jct_mean_s=ok.jct_s.mean(),
-        jct_p90_s=ok.jct_s.quantile(0.9),
+        jct_p50_s=ok.jct_s.median(), jct_p90_s=ok.jct_s.quantile(0.9),
     )  # fmt: skip
-    for t, v in tok.groupby("turn").latency_s.mean().items():
+    per_turn = tok.groupby("turn").latency_s.mean()
+    for t, v in per_turn.items():
         row[f"T{t}"] = v
+    if len(per_turn) > 1:
+        row["Tlast_T1"] = per_turn.iloc[-1] / per_turn.iloc[0]
+    row["client_lag_p99_s"] = (man.get("client") or {}).get("lag_p99_s")
     row["cached_share"] = tok.cached_tokens.sum() / max(tok.server_prompt_tokens.sum(), 1)
     row["prompt_tokens"] = int(tok.server_prompt_tokens.sum())
     row["preemptions"] = sum(counter(m, "vllm:num_preemptions_total").values())
@@ -78,12 +85,12 @@ def cell_row(d: Path) -> dict:
 def table(sweep: Path) -> pd.DataFrame:
     rows = [
         cell_row(d)
-        for d in sorted(sweep.glob("gpu=*/dram=*/policy=*/jps=*"))
+        for d, _ in iter_cell_dirs(sweep)
         if (d / "manifest.json").exists()
     ]
     return (
         pd.DataFrame(rows)
-        .sort_values(["dram", "jps", "policy"], ascending=[False, True, True])
+        .sort_values(["dram", "jps", "policy", "sched"], ascending=[False, True, True, True])
         .reset_index(drop=True)
     )
 

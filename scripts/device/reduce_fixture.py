@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from analysis import why  # noqa: E402
+from harness.cellkey import iter_cell_dirs
 
 # what the analysis reads (analysis.why), and two more series cell_table.py and readers of
 # the fixture use
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
     src, out = Path(argv[0]), Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src / "sweep.json", out / "sweep.json")
-    cells = sorted(d for d in src.glob("gpu=*/dram=*/policy=*/jps=*") if d.is_dir())
+    cells = [d for d, _ in iter_cell_dirs(src)]
     for d in cells:
         reduce_cell(d, out / d.relative_to(src))
     print(f"{len(cells)} cells -> {out}")

@@ -18,6 +18,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness.cellkey import iter_cell_dirs
+
 
 def retime(path: Path) -> bool:
     t = pq.read_table(path)
@@ -35,5 +37,5 @@ def retime(path: Path) -> bool:
 
 
 if __name__ == "__main__":
-    for p in sorted(Path(sys.argv[1]).glob("gpu=*/dram=*/policy=*/jps=*/metrics.parquet")):
+    for p in (d / "metrics.parquet" for d, _ in iter_cell_dirs(Path(sys.argv[1]))):
         print(("re-stamped " if retime(p) else "unchanged  ") + str(p))

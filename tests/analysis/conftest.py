@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from analysis.synth import SynthSpec, build
+from harness.cellkey import iter_cell_dirs
 
 FAULTS = {
     ("h100", 64, "fcfs", 3.0): "jobs_failed",
@@ -56,8 +57,9 @@ def tiny_faulty_sweep(tmp_path_factory) -> Path:
 
 
 def cell_paths(sweep: Path) -> list[str]:
-    return sorted(p.relative_to(sweep).as_posix()
-                  for p in sweep.glob("gpu=*/dram=*/policy=*/jps=*"))
+    """The cells of a sweep folder as the report names them (the key's path: with every axis,
+    also for a folder written before an axis existed)."""
+    return sorted(key.rel_dir for _, key in iter_cell_dirs(sweep))
 
 
 def _check_report(out: Path, sweeps: list[Path]) -> str:

@@ -1,4 +1,7 @@
-"""Small frames with known answers, keyed like the loaded records."""
+"""Small frames with known answers, keyed like the loaded records.
+
+A cell is (gpu, dram, policy, jps), in the engine's default scheduling order, or
+(gpu, dram, policy, sched, jps)."""
 
 from __future__ import annotations
 
@@ -8,36 +11,52 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import KEYS
+from analysis.stats import DEFAULT_SCHED
+
+
+def key(cell: tuple) -> dict:
+    """The axis columns of a cell tuple (4 items: the default order; 5: with sched)."""
+    if len(cell) == 4:
+        g, d, p, j = cell
+        o = DEFAULT_SCHED
+    else:
+        g, d, p, o, j = cell
+    return {"gpu": g, "dram": d, "policy": p, "sched": o, "jps": float(j)}
+
+
+def full(cell: tuple, sweep: str = "s") -> tuple:
+    """The KEYS tuple of a cell tuple (what samples and lookups are keyed by)."""
+    return (sweep, *key(cell).values())
 
 
 def jobs(cells: dict[tuple, Sequence[float]], sweep: str = "s", arrivals: dict | None = None
          ) -> pd.DataFrame:
-    """One row per job; cells maps (gpu, dram, policy, jps) to the JCTs in job-id order."""
+    """One row per job; cells maps a cell tuple to the JCTs in job-id order."""
     rows = []
-    for (g, d, p, j), jcts in cells.items():
-        arr = (arrivals or {}).get((g, d, p, j), np.arange(len(jcts), dtype=float))
+    for cell, jcts in cells.items():
+        arr = (arrivals or {}).get(cell, np.arange(len(jcts), dtype=float))
         for i, (x, a) in enumerate(zip(jcts, arr, strict=True)):
-            rows.append({"sweep": sweep, "gpu": g, "dram": d, "policy": p, "jps": float(j),
-                         "job_id": i, "arrival_s": float(a), "start_s": float(a),
-                         "end_s": float(a) + x, "jct_s": x, "status": "ok"})
+            rows.append({"sweep": sweep, **key(cell), "job_id": i, "arrival_s": float(a),
+                         "start_s": float(a), "end_s": float(a) + x, "jct_s": x,
+                         "status": "ok"})
     return pd.DataFrame(rows)
 
 
 def cells(keys: Sequence[tuple], sweep: str = "s", **states: str) -> pd.DataFrame:
-    """A validity-assessed cells frame: every cell ok unless states names it (by policy)."""
+    """A validity-assessed cells frame: every cell ok unless states names it (by policy, or
+    by policy__sched for one order)."""
     rows = []
-    for g, d, p, j in keys:
-        st = states.get(p, "ok")
-        rows.append({"sweep": sweep, "gpu": g, "dram": d, "policy": p, "jps": float(j),
-                     "state": st, "valid": st in ("ok", "unfinished"), "seed": 42.0,
-                     "jobs_expected": 10, "folder": True})
+    for cell in keys:
+        k = key(cell)
+        st = states.get(f"{k['policy']}__{k['sched']}", states.get(k["policy"], "ok"))
+        rows.append({"sweep": sweep, **k, "state": st, "valid": st in ("ok", "unfinished"),
+                     "seed": 42.0, "jobs_expected": 10, "folder": True})
     return pd.DataFrame(rows)
 
 
 def per_turn(means: dict[tuple, Sequence[float]], sweep: str = "s") -> pd.DataFrame:
-    rows = [{"sweep": sweep, "gpu": g, "dram": d, "policy": p, "jps": float(j), "turn": t + 1,
-             "mean_latency_s": m}
-            for (g, d, p, j), ms in means.items() for t, m in enumerate(ms)]
+    rows = [{"sweep": sweep, **key(cell), "turn": t + 1, "mean_latency_s": m}
+            for cell, ms in means.items() for t, m in enumerate(ms)]
     return pd.DataFrame(rows)
 
 

@@ -110,3 +110,16 @@ def test_a_real_failed_cell_is_shown_failed_never_as_a_number():
     w = _row(res.winners, jps=6.0)
     assert (w["policies"], w["valid"]) == (4, 3)
     assert w["winner"] == "native_offload"
+
+
+def test_folders_without_the_sched_axis_read_in_the_engines_order(run2):
+    """The fixtures predate the sched axis: every cell, winner and comparison is sched=fcfs,
+    and the figures name the policies alone (as before the axis)."""
+    assert set(run2.cells["sched"]) == {"fcfs"}
+    assert not run2.cells["path"].str.contains("sched=").any()  # the folders on disk
+    w = run2.winners
+    assert set(w["winner_sched"]) == {"fcfs"} and set(w["runner_up_sched"]) == {"fcfs"}
+    assert set(w["fcfs_sched"].dropna()) == {"fcfs"} and set(run2.vs["vs_sched"]) == {"fcfs"}
+    assert len(w) == 4 and set(w["policies"]) == {3, 5}  # dram 8: 3 policies, dram 64: 5
+    assert (run2.ref_check["cell"].str.contains("/sched=fcfs/")
+            | ~run2.ref_check["cell"].str.contains("policy=")).all()

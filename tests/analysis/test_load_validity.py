@@ -95,8 +95,8 @@ def test_not_a_sweep_fails_clearly(tmp_path):
 
 def test_cell_label_is_the_folder_path():
     assert validity.cell_label({"gpu": "h100", "dram": 64, "policy": "fcfs", "jps": 3.0}) == \
-        "gpu=h100/dram=64/policy=fcfs/jps=3"
-    assert KEYS == ["sweep", "gpu", "dram", "policy", "jps"]
+        "gpu=h100/dram=64/policy=fcfs/sched=fcfs/jps=3"
+    assert KEYS == ["sweep", "gpu", "dram", "policy", "sched", "jps"]
     assert isinstance(pd.DataFrame(), pd.DataFrame)
 
 

@@ -23,6 +23,9 @@ def test_report_has_every_figure_table_and_cell(built, synth_sweep, check_report
     names = {f.name for f in built.figures}
     assert {"jct_vs_jps", "tlast_t1", "why", "validity", "per_turn_dram400", "per_turn_dram64",
             "kv_usage_dram64", "cached_per_turn_dram400"} <= names
+    for f in built.figures:  # one scheduling order: the series are the policies, as ever
+        assert " order" not in f.svg.read_text(encoding="utf-8"), f.name
+    assert "Scheduling orders" not in built.html.read_text(encoding="utf-8")
 
 
 def _row_of(text: str, cell: str, table: str) -> str:
@@ -34,12 +37,12 @@ def _row_of(text: str, cell: str, table: str) -> str:
 
 def test_invalid_cells_are_states_never_numbers(built):
     text = built.html.read_text(encoding="utf-8")
-    lag = _row_of(text, "gpu=h200/dram=400/policy=fcfs/jps=6", "table-jct")
+    lag = _row_of(text, "gpu=h200/dram=400/policy=fcfs/sched=fcfs/jps=6", "table-jct")
     assert "LAG" in lag and 'class="invalid"' in lag
     assert not re.search(r"\d s<", lag), "a lagging cell must not show a JCT"
-    missing = _row_of(text, "gpu=h200/dram=64/policy=lmcache/jps=1", "table-jct")
+    missing = _row_of(text, "gpu=h200/dram=64/policy=lmcache/sched=fcfs/jps=1", "table-jct")
     assert "MISSING" in missing
-    per_turn = _row_of(text, "gpu=h100/dram=64/policy=fcfs/jps=3", "table-per-turn")
+    per_turn = _row_of(text, "gpu=h100/dram=64/policy=fcfs/sched=fcfs/jps=3", "table-per-turn")
     assert "jobs_failed" in per_turn and not re.search(r">\d", per_turn.split("jobs_failed")[1])
     jct = pd.read_csv(built.tables["jct"])
     bad = jct[~jct["valid"]]
@@ -70,7 +73,7 @@ def test_reference_overlay_where_the_cell_exists(tmp_path):
     rep = report.build([sweep], tmp_path / "out", pipeline.Options(n_boot=50), workers=1)
     rc = pd.read_csv(rep.tables["reference_check"])
     jct = rc[rc["metric"] == "mean_jct_s"].set_index("cell")
-    assert jct.loc["gpu=h200/dram=64/policy=fcfs/jps=10", "seed"] == "453 s"
+    assert jct.loc["gpu=h200/dram=64/policy=fcfs/sched=fcfs/jps=10", "seed"] == "453 s"
     assert "seed 453 s" in (tmp_path / "out" / "jct_vs_jps.svg").read_text()
 
 
@@ -85,7 +88,7 @@ def test_compare_two_runs(tmp_path):
     assert (tmp_path / "cmp" / "compare.html").is_file()
     assert (tmp_path / "cmp" / "compare.csv").is_file()
     assert len(c.per_turn) == 3 * 8 - 8 + 8  # lmcache per-turn only in A
-    assert "gpu=h100/dram=64/policy=fcfs/jps=3" in compare.summary(c)
+    assert "gpu=h100/dram=64/policy=fcfs/sched=fcfs/jps=3" in compare.summary(c)
 
 
 def test_cli_report_and_errors(tiny_faulty_sweep, tmp_path, capsys):

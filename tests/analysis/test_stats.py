@@ -36,7 +36,7 @@ def test_failed_jobs_do_not_count():
     jobs = frames.jobs({A: [1.0, 2.0, 3.0, 100.0]})
     jobs.loc[3, ["status", "jct_s"]] = ["failed", np.nan]
     s = _samples(jobs, frames.cells([A]))
-    assert s[("s", *A)].tolist() == [1.0, 2.0, 3.0]
+    assert s[frames.full(A)].tolist() == [1.0, 2.0, 3.0]
 
 
 def test_window_drops_ramp_up_and_drain_by_arrival_order():
@@ -44,7 +44,7 @@ def test_window_drops_ramp_up_and_drain_by_arrival_order():
     arrivals = {A: [9.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]}  # job 0 arrived last
     jobs = frames.jobs({A: jct}, arrivals=arrivals)
     s = _samples(jobs, frames.cells([A]), Window(head=0.1, tail=0.2))
-    kept = s[("s", *A)]
+    kept = s[frames.full(A)]
     # by arrival: job1 (first, dropped), jobs 2..8 kept, jobs 9 and 0 (last two) dropped
     assert kept.index.tolist() == [2, 3, 4, 5, 6, 7, 8]
     assert kept.mean() == pytest.approx(6.0)

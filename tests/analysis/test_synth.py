@@ -35,7 +35,7 @@ def test_written_cell_follows_the_layout(tmp_path):
     spec = synth.SynthSpec(gpus=("h100",), drams=(64,), policies=("fcfs",), jps=(3.0,),
                            n_jobs=5, n_turns=4)
     sweep = synth.build(spec, tmp_path)
-    cell = sweep / "gpu=h100" / "dram=64" / "policy=fcfs" / "jps=3"
+    cell = sweep / "gpu=h100" / "dram=64" / "policy=fcfs" / "sched=fcfs" / "jps=3"
     names = {p.name for p in cell.iterdir()}
     assert {"turns.parquet", "jobs.parquet", "metrics.parquet", "manifest.json", "DONE"} <= names
     assert not [n for n in names if n.endswith(".tmp")]

@@ -5,7 +5,8 @@ import pytest
 
 from analysis import why
 
-K = {"sweep": "s", "gpu": "h100", "dram": 400, "policy": "lmcache", "jps": 3.0}
+K = {"sweep": "s", "gpu": "h100", "dram": 400, "policy": "lmcache", "sched": "fcfs",
+     "jps": 3.0}
 
 
 def _metrics(rows: list[tuple[float, str, dict, float]]) -> pd.DataFrame:

@@ -15,6 +15,7 @@ import psutil
 import pytest
 from omegaconf import OmegaConf
 
+from harness.cellkey import iter_cell_dirs
 from tests.conftest import REPO, run_launch
 from workloads import build as load_workload
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.server
 
 
 def cells(sweep: Path) -> list[Path]:
-    return sorted(p.parent for p in sweep.glob("gpu=*/dram=*/policy=*/jps=*/manifest.json"))
+    return [d for d, _ in iter_cell_dirs(sweep) if (d / "manifest.json").exists()]
 
 
 def server_procs(marker: str) -> list[psutil.Process]:

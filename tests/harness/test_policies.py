@@ -68,7 +68,8 @@ def normalised(cfg, cmd, fork: str | None) -> dict:
         return text.replace(sys.executable, "<PYTHON>").replace(str(REPO), "<REPO>")
 
     return {
-        "cell": {"gpu": cfg.gpu.name, "dram": int(cfg.dram.gb), "policy": cfg.policy.name},
+        "cell": {"gpu": cfg.gpu.name, "dram": int(cfg.dram.gb), "policy": cfg.policy.name,
+                 "sched": str(cfg.sched)},
         "argv": [norm(a) for a in cmd.argv],
         "env": {k: norm(v) for k, v in sorted(cmd.env.items())},
         "files": {k: norm(v) for k, v in sorted(cmd.policy_files.items())},
@@ -99,6 +100,47 @@ def test_golden_command(tmp_path_factory, fork_python, policy, gpu, dram):
         path.write_text(json.dumps(got, indent=2) + "\n")
     want = json.loads(path.read_text())
     assert got == want, f"{path.name} differs (KVBENCH_UPDATE_GOLDEN=1 rewrites it)"
+
+
+@pytest.mark.parametrize("policy, sched", [("fcfs", "program"), ("native_offload", "program"),
+                                           ("continuum_ttl", "fcfs")])
+def test_golden_command_other_sched(tmp_path, fork_python, policy, sched):
+    """The scheduling order is a server flag: sched=program adds --scheduling-policy priority
+    to any mainline policy; continuum_ttl with sched=fcfs is the pin-only ablation."""
+    p = plan.make([f"results_dir={tmp_path}", "cluster=pace", "jps=3", "gpu=h100", "dram=400",
+                   f"policy={policy}", f"sched={sched}"], today="20260101")
+    cfg = p.configs[p.cells[0]]
+    got = normalised(cfg, build_command(cfg, "127.0.0.1", 8000), fork_python)
+    path = GOLDEN / f"{policy}_sched-{sched}_h100_dram400.json"
+    if os.environ.get("KVBENCH_UPDATE_GOLDEN") == "1":
+        path.write_text(json.dumps(got, indent=2) + "\n")
+    want = json.loads(path.read_text())
+    assert got == want, f"{path.name} differs (KVBENCH_UPDATE_GOLDEN=1 rewrites it)"
+    has_flag = "--scheduling-policy" in got["argv"]
+    assert has_flag == (sched == "program")
+    if has_flag:
+        assert got["argv"][got["argv"].index("--scheduling-policy") + 1] == "priority"
+
+
+def test_the_fork_refuses_program_order(tmp_path):
+    with pytest.raises(ConfigError, match=r"policy=continuum cannot run with sched=program.*"
+                                          r"allowed: fcfs"):
+        plan.make([f"results_dir={tmp_path}", "cluster=pace", "gpu=h100", "dram=400",
+                   "policy=continuum", "sched=program"])
+
+
+def test_an_unknown_sched_lists_the_allowed_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"sched=prog is unknown; allowed: fcfs, program"):
+        plan.make([f"results_dir={tmp_path}", "sched=prog"])
+
+
+def test_each_policy_has_its_default_sched(tmp_path):
+    p = plan.make([f"results_dir={tmp_path}", "policy=[fcfs,continuum_ttl]", "jps=1"])
+    assert {c.policy: c.sched for c in p.cells} == {"fcfs": "fcfs", "continuum_ttl": "program"}
+    both = plan.make([f"results_dir={tmp_path}", "policy=[fcfs]", "sched=[fcfs,program]",
+                      "jps=1", "experiment.name=both"])
+    assert [c.sched for c in both.cells] == ["fcfs", "program"]
+    assert both.configs[both.cells[1]].sched == "program"
 
 
 def test_golden_files_agree_with_the_source_of_the_flags():

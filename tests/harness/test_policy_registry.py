@@ -128,9 +128,9 @@ def test_fcfs_takes_no_settings():
      "oracle"),
     ("predictive_prefetch", {"host_tier_gb": 0},
      "policy.settings.host_tier_gb=0 is not a positive number of GiB"),
-    ("continuum_ttl", {"ttl_rule": "paper"},
-     "policy.settings.ttl_rule=paper is not allowed for policy=continuum_ttl; allowed: fixed, "
-     "running_mean"),
+    ("continuum_ttl", {"ttl_rule": "running_mean"},
+     "policy.settings.ttl_rule=running_mean is not allowed for policy=continuum_ttl; allowed: "
+     "fork, paper, fixed"),
     ("lmcache", {"chunk_size": 1.5},
      "policy.settings.chunk_size=1.5 must be a whole number for policy=lmcache"),
     ("native_offload", {"extra_config": [1]},

@@ -110,7 +110,7 @@ def test_cli_dry_run_prints_table_and_batch_script(tmp_path):
                    "cluster.account=gts-lab")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("│ to run │") == 60
-    assert "gpu=a100/dram=200/policy=lmcache/jps=15" in r.stdout
+    assert "gpu=a100/dram=200/policy=lmcache/sched=fcfs/jps=15" in r.stdout
     assert "4 job array(s) would be submitted" in r.stdout
     assert "#SBATCH --gres=gpu:h200:1" in r.stdout and "#SBATCH --account=gts-lab" in r.stdout
     assert "#SBATCH --array=0-14%8" in r.stdout
@@ -143,12 +143,13 @@ def test_resume_refuses_a_different_config(tmp_path):
         make(tmp_path, "workload.n_jobs=7")
     with pytest.raises(
         ConfigError,
-        match=r"cell gpu=cpu/dram=8/policy=continuum_ttl/jps=1 differs in policy.settings.ttl_s",
+        match=r"cell gpu=cpu/dram=8/policy=continuum_ttl/sched=program/jps=1 differs in "
+              r"policy.settings.ttl_s",
     ):
         make(tmp_path, "policy=continuum_ttl", "jps=1", "++policy.settings.ttl_s=3")
     more = make(tmp_path, "policy=fcfs", "jps=[1,4]")
     assert more.sweep.path == p.sweep.path, "new cells extend the same sweep"
-    assert "gpu=cpu/dram=8/policy=fcfs/jps=4" in more.sweep.meta["matrix"]
+    assert "gpu=cpu/dram=8/policy=fcfs/sched=fcfs/jps=4" in more.sweep.meta["matrix"]
     assert set(p.sweep.meta["matrix"]) < set(more.sweep.meta["matrix"])
     other = plan.make([f"results_dir={tmp_path}"], today="20260102")
     assert other.sweep.path == p.sweep.path, "the same config resumes its folder on another day"

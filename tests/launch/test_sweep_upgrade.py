@@ -51,3 +51,29 @@ def test_policy_settings_compare_with_their_defaults_filled_in(tmp_path):
     assert again.sweep.path == p.sweep.path
     with pytest.raises(ConfigError, match=r"policy.settings.lead_s"):
         make(tmp_path, *over, "++policy.settings.lead_s=0.5", f"sweep_dir={p.sweep.path}")
+
+
+def test_a_folder_from_before_the_sched_axis_resumes_with_its_cells_done(tmp_path):
+    """Cells written as gpu=/dram=/policy=/jps= (no sched segment) are the sched=fcfs cells:
+    the same command finds them done and runs only the others."""
+    p = make(tmp_path, "policy=[fcfs]", "jps=[1,2]")
+    p.sweep.save()
+    f = p.sweep.path / "sweep.json"
+    meta = json.loads(f.read_text())
+    old_cells = {}
+    for rel, ident in meta["cells"].items():
+        ident.pop("sched")
+        old_cells[rel.replace("/sched=fcfs", "")] = ident
+    meta.update(cells=old_cells, matrix=sorted(old_cells), base_fingerprint="0ld5t4mp0000")
+    f.write_text(json.dumps(meta))
+    done = p.sweep.path / "gpu=cpu/dram=8/policy=fcfs/jps=1"
+    done.mkdir(parents=True)
+    (done / "DONE").write_text("ok\n")
+
+    again = make(tmp_path, "policy=[fcfs]", "jps=[1,2]", today="20260107")
+    assert again.sweep.path == p.sweep.path
+    first, second = again.cells
+    assert again.cell_dir(first) == done
+    assert again.todo() == [second]
+    assert again.cell_dir(second) == p.sweep.path / second.rel_dir
+    assert sorted(again.sweep.meta["cells"]) == sorted(c.rel_dir for c in again.cells)
