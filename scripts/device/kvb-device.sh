@@ -1,44 +1,76 @@
 #!/bin/bash
-# kvbench on the lent GPU machine (device tool, nvidia-h100-x1; image 'cuda': Python 3.12,
-# torch 2.11.0+cu130, no network). Runs THERE, from the root of the repository copy the tool
-# sends. Procedure and results: docs/validation/README.md.
+# kvbench on the lent GPU machine (device tool: nvidia-h200, earlier nvidia-h100-x1; image
+# 'cuda': Python 3.12, torch 2.11.0+cu130, no network). Runs THERE, from the root of the
+# repository copy the tool sends. Procedure and results: docs/validation/README.md.
 #
 #   bash scripts/device/kvb-device.sh install          # vLLM bundle (+ .kvb-wheels) -> /tmp/site
 #   bash scripts/device/kvb-device.sh probe            # versions, GPU, LMCache ops, plugin seam
-#   bash scripts/device/kvb-device.sh sweep P [P ...]  # the suite's sweep, one policy at a time
+#   bash scripts/device/kvb-device.sh sweep P [P ...]  # the suite's sweep, in this call
+#   bash scripts/device/kvb-device.sh start P [P ...]  # the same sweep, detached (setsid nohup)
+#   bash scripts/device/kvb-device.sh follow           # wait for the detached sweep, pack it
 #   bash scripts/device/kvb-device.sh bench            # bench/host_tier_copy.py (plugin copies)
+#   bash scripts/device/kvb-device.sh pack             # the sweep folder -> $OUT/sweep.tgz
 #
 # `install` needs the three vLLM chunks already copied into /tmp/bundle by earlier calls
 # (../shared/device/README.md) and carry [".vllm-run", ".kvb-wheels"]; later calls carry only
-# ".vllm-run". `sweep` runs `python -m launch sweep <the matrix below> policy=P` per policy into
-# one sweep folder in /tmp (kept while the machine stays warm: it resumes, finished cells are
-# skipped), stops itself before the call's 10-minute limit (SIGINT: the cell stops its server),
-# and tars the folder to $OUT/sweep.tgz after every policy.
+# ".vllm-run". `sweep` runs `python -m launch sweep <the matrix below> policy=P sched=S` per
+# policy P and order S (one server each: the JPS levels of one policy+sched share it) into one
+# sweep folder in /tmp (kept while the machine stays warm: it resumes, finished cells are
+# skipped), stops itself before the call's 10-minute limit (SIGINT: the cell stops its
+# server), and tars the folder to $OUT/sweep.tgz after every server.
 #
-# Knobs (environment): KVB_N jobs per cell (20), KVB_GMU engine.gpu_memory_utilization (0.35),
-# KVB_JPS ("[3,6]"), KVB_SWEEP (/tmp/kvb-sweep/h100_validation), KVB_DEADLINE_S (seconds from
-# the call's start after which no new policy starts, and the running one is interrupted: 560),
-# KVB_EXTRA (more overrides, space-separated), KVB_BUDGET_S (seconds of the whole lease, counted
-# from /tmp/kvb-lease-start, which the first call writes: no policy starts, and the running one
-# is interrupted, past it; unset: no lease limit).
+# Detached mode, for servers whose cells outlast one call (150-job cells on the H200: a server
+# start ~2 min, JPS 3 ~1.5 min, JPS 10 ~4 min): `start` copies the repository to /tmp/kvb-repo
+# (so later calls, which re-send the tree, cannot change it under the run), launches `sweep`
+# there with `setsid nohup` (it survives its call while the machine stays warm), and returns.
+# It is bounded by the lease (KVB_BUDGET_S), not by the call. `follow` waits until the
+# detached sweep ends or the call's deadline (KVB_DEADLINE_S) comes, printing progress, then
+# prints `launch status` and packs the sweep folder and the logs to $OUT. Follow it from as many
+# calls as it takes; `start` and `follow` can share one call (`start ... && follow`).
+#
+# Knobs (environment; defaults: the seed's scale on the H200):
+#   KVB_GPU gpu config (h200)            KVB_N jobs per cell (150)
+#   KVB_GMU engine.gpu_memory_utilization (0.9)
+#   KVB_DRAM host tier, GB (64)           KVB_JPS JPS levels, a Hydra list ("[10,3]")
+#   KVB_SCHED scheduling orders, space- or comma-separated (fcfs | program; unset: each
+#     policy's default): one server per policy and order, in the order given
+#   KVB_EXPERIMENT (20260407_controlled_sweep)   KVB_NAME experiment.name (<gpu>_validation)
+#   KVB_SWEEP sweep folder (/tmp/kvb-sweep/<name>)   KVB_EXTRA more overrides, space-separated
+#   KVB_DEADLINE_S seconds from the call's start after which no new server starts, the running
+#     one is interrupted (sweep) or `follow` returns (560); not applied to a detached sweep
+#   KVB_BUDGET_S seconds of the whole lease, counted from /tmp/kvb-lease-start (the first call
+#     writes it): no server starts, and the running one is interrupted, past it (unset: no
+#     limit in this call; a detached sweep without it stops at 1680 s, the lease's 30 minutes)
+#   KVB_MIN_LEFT_S no server starts with fewer seconds left than this (230)
+#   KVB_GIT the commit of the tree sent (manifests record it as declared)
+# The cells: gpu=<gpu>/dram=<dram>/policy=<P>/sched=<S>/jps=<J> in the sweep folder.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 T0=${KVB_T0:-$SECONDS}
 OUT=${OUT:-/tmp/kvb-out}
 mkdir -p "$OUT"
-SWEEP=${KVB_SWEEP:-/tmp/kvb-sweep/h100_validation}
-N=${KVB_N:-20}
-GMU=${KVB_GMU:-0.35}
-JPS=${KVB_JPS:-[3,6]}
+GPU=${KVB_GPU:-h200}
+N=${KVB_N:-150}
+GMU=${KVB_GMU:-0.9}
+DRAM=${KVB_DRAM:-64}
+JPS=${KVB_JPS:-[10,3]}
+SCHED=${KVB_SCHED:-}
+EXPERIMENT=${KVB_EXPERIMENT:-20260407_controlled_sweep}
+NAME=${KVB_NAME:-${GPU}_validation}
+SWEEP=${KVB_SWEEP:-/tmp/kvb-sweep/$NAME}
 DEADLINE=${KVB_DEADLINE_S:-560}
+MIN_LEFT=${KVB_MIN_LEFT_S:-230}
+STATE=${KVB_STATE:-/tmp/kvb-detached}  # the detached sweep's pid, logs, exit status
+REPO_COPY=/tmp/kvb-repo
 
-# The matrix of issue 6. cluster.node_mem_gb: the VM's MemTotal starts near 31 GiB and grows
-# as memory is used (KINDS.md), so psutil would refuse dram=64 + 24 GiB reserve; the machine
-# has 128 GiB. gpu_memory_utilization 0.35: 11.4 GiB of KV (93,216 tokens, ~6 jobs at their
-# full 16K context) so that 20 jobs press on VRAM about as the seed's 150 did on a full H100
-# (demand/VRAM ~4-5x). The 64 GiB tier then holds all 20 jobs' KV (37 GB): see the report.
-MATRIX=(cluster=lab5090 cluster.node_mem_gb=128 gpu=h100 dram=${KVB_DRAM:-64} engine=vllm-cuda
-        experiment=20260407_controlled_sweep experiment.name=h100_validation workload=agent8
+# cluster=lab5090: local executor, one GPU, share_server=true (the JPS levels of one
+# policy+sched run on one server, drained and cache-reset between cells). cluster.node_mem_gb:
+# the VM's MemTotal starts near 31 GiB and grows as memory is used (KINDS.md), so psutil would
+# refuse dram=64 + 24 GiB reserve; the machine has 128 GiB. The H100 validation (issue 6) ran
+# KVB_GPU=h100 KVB_N=20 KVB_GMU=0.35 KVB_JPS='[3,6]': 11.4 GiB of KV so that 20 jobs press on
+# VRAM about as the seed's 150 did on a full H100.
+MATRIX=(cluster=lab5090 cluster.node_mem_gb=128 "gpu=$GPU" "dram=$DRAM" engine=vllm-cuda
+        "experiment=$EXPERIMENT" "experiment.name=$NAME" workload=agent8
         "jps=$JPS" "workload.n_jobs=$N" "engine.gpu_memory_utilization=$GMU" "sweep_dir=$SWEEP")
 # shellcheck disable=SC2206
 [ -n "${KVB_EXTRA:-}" ] && MATRIX+=(${KVB_EXTRA})
@@ -93,27 +125,103 @@ except Exception as e:  # noqa: BLE001
 EOF
 }
 
+# The sweep folder -> $OUT/sweep.tgz (16 MiB come back per file): if the whole folder is too
+# big, the records reduced as for a test fixture (reduce_fixture.py: metrics filtered to the
+# series the analysis reads; no logs) go as sweep.tgz and the cells' logs as sweep-logs.tgz.
 pack() {
-  [ -d "$SWEEP" ] || return 0
-  tar -czf "$OUT/sweep.tgz" -C "$(dirname "$SWEEP")" "$(basename "$SWEEP")" && ls -la "$OUT/sweep.tgz"
+  [ -d "$SWEEP" ] || { echo "kvb-device: no sweep folder $SWEEP"; return 0; }
+  local base; base=$(basename "$SWEEP")
+  tar -czf "$OUT/sweep.tgz" -C "$(dirname "$SWEEP")" "$base" || return 1
+  if [ "$(stat -c %s "$OUT/sweep.tgz")" -gt "${KVB_PACK_MAX:-15500000}" ]; then
+    echo "kvb-device: sweep.tgz $(stat -c %s "$OUT/sweep.tgz") bytes: packing the reduced records"
+    rm -rf /tmp/kvb-reduced && mkdir -p /tmp/kvb-reduced
+    python3 scripts/device/reduce_fixture.py "$SWEEP" "/tmp/kvb-reduced/$base" \
+      && tar -czf "$OUT/sweep.tgz" -C /tmp/kvb-reduced "$base"
+    (cd "$(dirname "$SWEEP")" && find "$base" -name '*.log' -size -40M -print0 \
+      | tar -czf "$OUT/sweep-logs.tgz" --null -T -)
+  fi
+  ls -la "$OUT"/sweep*.tgz
+}
+
+# Seconds this call (or, detached, the lease) may still use.
+seconds_left() {
+  local left=1000000
+  [ -z "${KVB_DETACHED:-}" ] && left=$((DEADLINE - (SECONDS - T0)))
+  local budget=${KVB_BUDGET_S:-}
+  [ -z "$budget" ] && [ -n "${KVB_DETACHED:-}" ] && budget=1680
+  if [ -n "$budget" ] && [ -f /tmp/kvb-lease-start ]; then
+    local lease_left=$((budget - ($(date +%s) - $(cat /tmp/kvb-lease-start))))
+    [ "$lease_left" -lt "$left" ] && left=$lease_left
+  fi
+  echo "$left"
 }
 
 cmd_sweep() {
   env_sh
+  [ $# -gt 0 ] || { echo "kvb-device: sweep needs a policy"; exit 2; }
+  local scheds; read -r -a scheds <<<"${SCHED//,/ }"
+  [ ${#scheds[@]} -eq 0 ] && scheds=("")
+  local p s left tag
   for p in "$@"; do
-    left=$((DEADLINE - (SECONDS - T0)))
-    if [ -n "${KVB_BUDGET_S:-}" ] && [ -f /tmp/kvb-lease-start ]; then
-      lease_left=$((KVB_BUDGET_S - ($(date +%s) - $(cat /tmp/kvb-lease-start))))
-      [ "$lease_left" -lt "$left" ] && left=$lease_left
-    fi
-    if [ "$left" -lt 230 ]; then echo "kvb-device: ${left}s left, not starting $p"; break; fi
-    echo "kvb-device: policy=$p, ${left}s left, $(date -u +%T)"
-    timeout -s INT -k 30 "$left" python3 -m launch sweep "${MATRIX[@]}" "policy=$p" --no-report \
-      2>&1 | tee -a "$OUT/sweep-$p.log"
-    echo "kvb-device: policy=$p exit ${PIPESTATUS[0]} after $((SECONDS - T0))s"
-    pack
+    for s in "${scheds[@]}"; do
+      tag="policy=$p${s:+ sched=$s}"
+      left=$(seconds_left)
+      if [ "$left" -lt "$MIN_LEFT" ]; then echo "kvb-device: ${left}s left, not starting $tag"; break 2; fi
+      echo "kvb-device: $tag, ${left}s left, $(date -u +%T)"
+      timeout -s INT -k 30 "$left" python3 -m launch sweep "${MATRIX[@]}" "policy=$p" \
+        ${s:+"sched=$s"} --no-report 2>&1 | tee -a "$OUT/sweep-$p${s:+-$s}.log"
+      echo "kvb-device: $tag exit ${PIPESTATUS[0]} after $((SECONDS - T0))s, $(date -u +%T)"
+      pack
+    done
   done
   python3 -m launch status "$SWEEP" 2>&1 | tail -20
+}
+
+cmd_start() {
+  [ $# -gt 0 ] || { echo "kvb-device: start needs a policy"; exit 2; }
+  if [ -f "$STATE/pid" ] && [ ! -f "$STATE/rc" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null; then
+    echo "kvb-device: a detached sweep is running (pid $(cat "$STATE/pid")); follow it"; return 0
+  fi
+  [ -f /tmp/kvb-lease-start ] || date +%s > /tmp/kvb-lease-start
+  rm -rf "$STATE" "$REPO_COPY" && mkdir -p "$STATE/out" "$REPO_COPY"
+  echo "$SWEEP" > "$STATE/sweep"  # follow packs this folder, whatever its own knobs say
+  tar -c --exclude='./.vllm-chunk*' --exclude='./.kvb-wheels' --exclude='./.git' --exclude='./.venv' \
+    --exclude='./.mypy_cache' --exclude='./.ruff_cache' --exclude='./results' . \
+    | tar -x -C "$REPO_COPY" || { echo "kvb-device: copy to $REPO_COPY failed"; exit 4; }
+  echo "kvb-device: detached sweep of $* (sched: ${SCHED:-default}) -> $SWEEP, log $STATE/detached.log"
+  (cd "$REPO_COPY" && KVB_DETACHED=1 OUT="$STATE/out" KVB_STATE="$STATE" setsid nohup \
+     bash -c 'echo $$ > "$KVB_STATE/pid"; exec bash scripts/device/kvb-device.sh sweep "$@"' \
+     kvb-detached "$@" > "$STATE/detached.log" 2>&1 < /dev/null &)
+  for _ in 1 2 3 4 5 6 7 8 9 10; do [ -f "$STATE/pid" ] && break; sleep 0.5; done
+  [ -f "$STATE/pid" ] || { echo "kvb-device: the detached sweep did not start"; cat "$STATE/detached.log"; exit 4; }
+  echo "kvb-device: detached pid $(cat "$STATE/pid")"
+}
+
+detached_running() {
+  [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null
+}
+
+cmd_follow() {
+  [ -f "$STATE/pid" ] || { echo "kvb-device: no detached sweep (run start first)"; exit 3; }
+  SWEEP=$(cat "$STATE/sweep")
+  local last=0 left
+  while detached_running; do
+    left=$((DEADLINE - (SECONDS - T0)))
+    [ "$left" -le 15 ] && { echo "kvb-device: call deadline; the sweep runs on"; break; }
+    if [ $((SECONDS - last)) -ge 60 ]; then
+      last=$SECONDS
+      echo "kvb-device: $(date -u +%T) running; $(grep -h '^kvb-device: policy' "$STATE/detached.log" | tail -1)"
+      tail -n 2 "$STATE/detached.log" | cut -c1-200
+    fi
+    sleep 5
+  done
+  detached_running || echo "kvb-device: the detached sweep has ended: $(tail -n 3 "$STATE/detached.log" | tr '\n' ' ' | cut -c1-300)"
+  env_sh
+  python3 -m launch status "$SWEEP" 2>&1 | tail -25 | tee "$OUT/status.txt"
+  pack
+  cp "$STATE/detached.log" "$OUT/detached.log" 2>/dev/null
+  [ -f "$STATE/out/device.txt" ] && cp "$STATE/out/device.txt" "$OUT/"
+  detached_running && echo "kvb-device: RUNNING" || echo "kvb-device: DONE"
 }
 
 cmd_bench() {
@@ -126,6 +234,8 @@ case "${1:-}" in
   bench) shift; cmd_bench "$@" ;;
   probe) cmd_probe ;;
   sweep) shift; cmd_sweep "$@" ;;
+  start) shift; cmd_start "$@" ;;
+  follow) cmd_follow ;;
   pack) pack ;;
-  *) echo "usage: $0 install|probe|bench|sweep POLICY...|pack"; exit 2 ;;
+  *) echo "usage: $0 install|probe|bench|sweep POLICY...|start POLICY...|follow|pack"; exit 2 ;;
 esac
