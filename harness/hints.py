@@ -46,7 +46,7 @@ class Hint:
     turn: int
     last: bool
     tool_s: float = 0.0  # true tool time that follows this turn (oracle); 0 after the last
-    tool: str = ""  # name of the tool that follows (continuum_ttl's running_mean keys on it)
+    tool: str = ""  # the tool that follows (continuum_ttl's fork and paper TTL rules key on it)
 
     def __post_init__(self) -> None:
         if not isinstance(self.job_id, str):

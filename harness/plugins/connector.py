@@ -1,8 +1,9 @@
 """The KV connector both policies build on: hooks, hints, host tier and stats plumbing.
 
 Scheduler side (``KVConnectorRole.SCHEDULER``, in vLLM's engine-core process) the subclass
-fills four small hooks:
+fills five small hooks:
 
+- ``on_arrival(request, hint)``          a hinted turn entered the waiting queue
 - ``on_finish(request, blocks, hint)``   a turn ended; its block objects, leading hashed first
 - ``on_lookup(request, num_local, hint)``  a waiting turn is being considered (may return
   external tokens to load from the host tier)
@@ -121,6 +122,8 @@ class PolicyConnector(KVConnectorBase_V1):
         return False
 
     # ---- hooks for subclasses (scheduler side) ----
+    def on_arrival(self, request: Any, hint: Hint) -> None: ...
+
     def on_finish(self, request: Any, blocks: list[Any], hint: Hint) -> None: ...
 
     def on_lookup(self, request: Any, num_local: int, hint: Hint | None) -> int:
@@ -169,6 +172,11 @@ class PolicyConnector(KVConnectorBase_V1):
 
     def host_blocks(self) -> int:
         return 0
+
+    def on_new_request(self, request: Any) -> None:
+        hint = request_hint(request)
+        if hint is not None:
+            self.on_arrival(request, hint)
 
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int):
         hint = request_hint(request)

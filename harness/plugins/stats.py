@@ -38,6 +38,11 @@ COUNTERS = {
     "pins_expired": "Pins released because their TTL ran out",
     "pins_released_pressure": "Pins released so that waiting work could be admitted",
     "pins_released_job_end": "Pins dropped because their job ended or was aborted",
+    "pins_expiry_held": "Pins whose TTL ran out while their job had a waiting turn (kept "
+                        "until that turn was admitted)",
+    "pins_skipped": "Non-last turns left unpinned because the TTL rule gave 0",
+    "requests_reordered": "Waiting turns of pinned jobs scheduled ahead of other waiting work",
+    "preempted_first": "Preempted requests scheduled ahead of other waiting work",
     "offload_bytes": "Bytes of KV copied from VRAM to the host tier",
     "prefetch_bytes": "Bytes of KV copied from the host tier back into VRAM ahead of a turn",
     "late_load_bytes": "Bytes of KV loaded from the host tier by a turn that came early",
@@ -111,6 +116,7 @@ class Ledger:
         self._sent_gauges: dict[str, Any] = {}
         self.admissions: list[dict[str, Any]] = []
         self.jobs: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}  # policy-specific state (e.g. what a TTL rule learned)
         directory = os.environ.get(STATS_DIR_ENV)
         self._path = Path(directory) / f"{policy}.json" if directory else None
         self._written = 0.0
@@ -140,7 +146,7 @@ class Ledger:
         self._written, self.dirty = now, False
         snap = {"policy": self.policy, "t": now, "settings": self.settings,
                 "counters": self.totals, "gauges": self.gauges, "jobs": self.jobs,
-                "admissions": self.admissions}
+                "info": self.info, "admissions": self.admissions}
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(snap, default=str))

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from harness import hints, policies
@@ -34,7 +35,12 @@ def registry(monkeypatch):
 
 # ---- the registry ----
 def test_every_policy_module_is_found_without_a_list():
-    assert policies.names() == sorted(YAMLS) == sorted(options("policy"))
+    """Every implementation has its config; a variant config names an implementation."""
+    impls = {y: policies.impl_name(yaml.safe_load((REPO / "conf/policy" / f"{y}.yaml").read_text()))
+             for y in YAMLS}
+    assert sorted(options("policy")) == YAMLS
+    assert policies.names() == sorted(set(impls.values()))
+    assert {y for y, i in impls.items() if y != i} == {"continuum_fixed", "continuum_paper"}
     for name, cls in policies.classes().items():
         assert cls.__module__ == f"harness.policies.{name}", "one module per policy"
         assert isinstance(policies.get(name), cls)
@@ -86,7 +92,7 @@ def test_every_policy_yaml_composes_into_its_settings_dataclass(name, monkeypatc
     monkeypatch.delenv("KVBENCH_CONTINUUM_PYTHON", raising=False)
     with hydra_context():
         cfg = _compose([f"policy={name}"])
-    policy = policies.get(name)
+    policy = policies.of(cfg)  # a variant (continuum_fixed) runs its impl's settings type
     s = policy.settings(cfg)
     assert type(s) is policy.settings_type and dataclasses.is_dataclass(s)
     # the YAML repeats no default (a value from the environment, ${oc.env:...}, is no default)

@@ -75,7 +75,9 @@ def test_every_config_option_composes():
     "over, needle",
     [
         (["gpu=h900"], "gpu=h900 is unknown; allowed: a100, cpu, h100, h200, l40s, rtx5090"),
-        (["policy=magic"], "policy=magic is unknown; allowed: continuum, continuum_ttl"),
+        (["policy=magic"],
+         "policy=magic is unknown; allowed: continuum, continuum_fixed, continuum_paper, "
+         "continuum_ttl"),
         (["dram=128"], "dram=128 is unknown; allowed: 8, 16, 64, 100, 200, 400"),
         (["engine=tgi"], "engine=tgi is unknown; allowed: vllm-cpu, vllm-cuda"),
         (["experiment=nope"], "experiment=nope is unknown; allowed:"),
@@ -120,7 +122,8 @@ def test_cli_dry_run_prints_table_and_batch_script(tmp_path):
 def test_cli_bad_input_exits_nonzero_with_one_line(tmp_path):
     r = run_launch("sweep", "--dry-run", f"results_dir={tmp_path}", "policy=fcfz")
     assert r.returncode == 2
-    assert "error: policy=fcfz is unknown; allowed: continuum, continuum_ttl, fcfs" in r.stdout
+    assert ("error: policy=fcfz is unknown; allowed: continuum, continuum_fixed, continuum_paper, "
+            "continuum_ttl, fcfs") in r.stdout
     assert "Traceback" not in r.stdout + r.stderr
 
 

@@ -54,6 +54,10 @@ class Server:
     def stats(self, policy: str) -> dict[str, Any]:
         return json.loads((self.stats_dir / f"{policy}.json").read_text())
 
+    def model(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/v1/models", timeout=10) as r:
+            return json.loads(r.read())["data"][0]["id"]
+
 
 def free_port() -> int:
     import socket
@@ -123,8 +127,10 @@ class Job:
         return [self.rng.randrange(100, 31000) for _ in range(n)]
 
     def send(self, *, tool_s: float = 0.0, last: bool = False, new_tokens: int = 0,
-             max_tokens: int = 4) -> dict[str, Any]:
-        """Send the next turn; returns usage plus ``prev_context`` (tokens of the last turn)."""
+             max_tokens: int = 4, priority: int | None = None) -> dict[str, Any]:
+        """Send the next turn; returns usage plus ``prev_context`` (tokens of the last turn)
+        and ``done`` (monotonic time the reply came). ``priority``: vLLM's request priority
+        (lower first; the server must run ``--scheduling-policy priority``)."""
         from harness.hints import Hint, extra_body
 
         prev = len(self.context)
@@ -135,6 +141,8 @@ class Job:
                                 "max_tokens": max_tokens, "ignore_eos": True,
                                 "return_token_ids": True}
         body["model"] = self._model()
+        if priority is not None:
+            body["priority"] = priority
         if self.job_id is not None:
             hint = Hint.for_turn(self.job_id, self.turn, self.turn if last else 99, tool_s)
             body.update(extra_body(hint))
@@ -142,11 +150,53 @@ class Job:
         self.context += list(out["choices"][0].get("token_ids") or [])
         usage = out["usage"]
         return {"cached": (usage.get("prompt_tokens_details") or {}).get("cached_tokens", 0),
-                "prompt": usage["prompt_tokens"], "prev_context": prev}
+                "prompt": usage["prompt_tokens"], "prev_context": prev,
+                "done": time.monotonic()}
 
     def _model(self) -> str:
-        with urllib.request.urlopen(f"{self.server.url}/v1/models", timeout=10) as r:
-            return json.loads(r.read())["data"][0]["id"]
+        return self.server.model()
+
+
+class InBackground:
+    """Run ``fn`` in a thread now; ``result()`` joins it and returns (or raises) its value."""
+
+    def __init__(self, fn, *args: Any, **kwargs: Any):
+        import threading
+
+        self._out: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                self._out["value"] = fn(*args, **kwargs)
+            except BaseException as e:  # re-raised in result()
+                self._out["error"] = e
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self, timeout: float = 120) -> Any:
+        self._thread.join(timeout)
+        if "error" in self._out:
+            raise self._out["error"]
+        return self._out["value"]
+
+
+def decode_s_per_token(server: Server, seed: int, tokens: int = 100) -> float:
+    """Seconds per decoded token now (7-25 ms on 2 shared cores, depending on their load)."""
+    t = time.monotonic()
+    Job(server, None, seed, first=64).send(max_tokens=tokens)
+    return (time.monotonic() - t) / tokens
+
+
+def blocker(server: Server, seconds: float, seed: int) -> InBackground:
+    """An unhinted request that decodes for about ``seconds`` (at the rate measured just
+    before), started in the background; with ``--max-num-seqs 1`` the others wait behind it."""
+    per_token = decode_s_per_token(server, seed + 1)
+    tokens = max(50, min(3000, int(seconds / per_token)))
+    return InBackground(Job(server, None, seed, first=64).send, max_tokens=tokens)
 
 
 def churn(server: Server, n: int, seed: int, tokens: int = 2600) -> None:

@@ -64,8 +64,8 @@ def test_unknown_setting_names_the_valid_ones(name):
 
 
 def test_bad_choice_lists_the_allowed_values():
-    with pytest.raises(ConfigError, match="allowed: fixed, running_mean"):
-        policy_module("continuum_ttl").server_args({"ttl_rule": "paper"})
+    with pytest.raises(ConfigError, match="allowed: fork, paper, fixed"):
+        policy_module("continuum_ttl").server_args({"ttl_rule": "running_mean"})
     with pytest.raises(ConfigError, match="allowed: oracle"):
         policy_module("predictive_prefetch").server_args({"predictor": "ewma"})
 
@@ -83,8 +83,9 @@ BAD = [
     ("predictive_prefetch", "predictor", "ewma", "ewma"),
     ("predictive_prefetch", "late_load", "3", 3),
     ("predictive_prefetch", "lead_z", "1", 1),
-    ("continuum_ttl", "ttl_rule", "paper", "paper"),
+    ("continuum_ttl", "ttl_rule", "running_mean", "running_mean"),
     ("continuum_ttl", "ttl_s", "true", True),
+    ("continuum_ttl", "ttl_s", "-1", -1.0),
 ]
 
 
