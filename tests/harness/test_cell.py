@@ -135,7 +135,7 @@ def test_server_killed_mid_cell_fails_the_cell_and_leaves_nothing(tmp_path):
     proc = _launch_cell(tmp_path, "kill")
     try:
         prog = _wait_for(
-            lambda: next(tmp_path.glob("*/gpu=*/*/*/*/progress.json"), None),
+            lambda: next(tmp_path.glob("*/gpu=*/**/progress.json"), None),
             400,
             "the cell to start",
         )
@@ -174,6 +174,6 @@ def test_sigterm_to_the_cell_stops_its_server(tmp_path):
             proc.kill()
     assert proc.returncode != 0
     _wait_for(lambda: not server_procs(str(tmp_path)), 40, "no server process left")
-    (man,) = tmp_path.glob("*/gpu=*/*/*/*/manifest.json")
+    (man,) = tmp_path.glob("*/gpu=*/**/manifest.json")
     assert json.loads(man.read_text())["status"] == "failed"
     assert not list(tmp_path.glob("**/.*.tmp")), "no half-written file"
