@@ -3,9 +3,9 @@ later job's first turn that was waiting at the same time; sched=fcfs does the op
 
 Two cells of plain vLLM on the CPU engine, one request at a time (``engine.max_num_seqs=1``)
 and about five times more work arriving than one sequence serves (16 jobs in 2 s, 48 requests
-of 32 output tokens), so that a queue forms however fast the machine and the order in which the server takes waiting requests shows in the
-records: with one sequence at a time a request's first token comes after every request the
-server took before it.
+of 32 output tokens), so that a queue forms however fast the machine, and the order in which
+the server takes waiting requests shows in the records: with one sequence at a time a
+request's first token comes after every request the server took before it.
 """
 
 from __future__ import annotations
