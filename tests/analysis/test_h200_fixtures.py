@@ -1,8 +1,8 @@
 """The analysis on the H200 scheduling-order runs of 2026-11-29 (docs/validation/h200-20261129.md),
 150 jobs per cell at the seed's scale, reduced to a fixture: fcfs under both orders at JPS 3
-and 10 (first lease), and continuum_ttl (the portable Continuum) at JPS 10 with
-`sched=program` (pins + PinFirstScheduler) and `sched=fcfs` (pins only) (second lease, cells
-merged into the same sweep folder).
+and 10 (first lease), and continuum_ttl (the portable Continuum) with `sched=program` (pins +
+PinFirstScheduler) and `sched=fcfs` (pins only) at JPS 10 (second lease) and JPS 3 (third
+lease), cells merged into the same sweep folder.
 
 Known answers are computed here from the parquet and JSON files with pandas, independently of
 the analysis package; the verdicts are the ones the runs showed, with their bootstrap CIs
@@ -23,7 +23,8 @@ from harness.cellkey import CellKey
 
 SWEEP = Path(__file__).resolve().parents[1] / "fixtures/h200_20261129_sched/20261129_h200_sched"
 CELLS = [("fcfs", "fcfs", 3), ("fcfs", "program", 3), ("fcfs", "fcfs", 10),
-         ("fcfs", "program", 10), ("continuum_ttl", "program", 10), ("continuum_ttl", "fcfs", 10)]
+         ("fcfs", "program", 10), ("continuum_ttl", "program", 10), ("continuum_ttl", "fcfs", 10),
+         ("continuum_ttl", "program", 3), ("continuum_ttl", "fcfs", 3)]
 
 
 def _dir(policy: str, sched: str, jps: int) -> Path:
@@ -58,7 +59,7 @@ def rel10(res):
 
 
 def test_the_records_are_the_seeds_scale(res):
-    assert len(res.cells) == 6 and res.cells["valid"].all()
+    assert len(res.cells) == len(CELLS) == 8 and res.cells["valid"].all()
     assert set(res.cells["sched"]) == {"fcfs", "program"}
     assert set(res.cells["policy"]) == {"fcfs", "continuum_ttl"}
     for policy, sched, jps in CELLS:
