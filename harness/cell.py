@@ -30,14 +30,10 @@ from harness.cellkey import CellKey
 from harness.client import AgentClient, ClientOptions, ClientResult
 from harness.errors import CellFailed, KvbenchError
 from harness.metrics import MetricRows, scrape_loop
+from harness.records import DONE, ClientSummary, EngineInfo, Manifest, is_done
 from harness.server import Server, redact_env
 
 log = logging.getLogger(__name__)
-
-from harness.records import DONE, ClientSummary, EngineInfo, Manifest, is_done  # noqa: E402
-
-RECORD_FILES = ("turns.parquet", "jobs.parquet", "metrics.parquet", "manifest.json",
-                records.PROGRESS, "server.log", "client.log")  # fmt: skip
 
 
 def archive_previous(cell_dir: Path) -> int:

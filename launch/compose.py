@@ -1,7 +1,7 @@
 """Compose configs with Hydra and expand the matrix of cell axes into cells.
 
 The matrix axes are those of :class:`harness.cellkey.CellKey` (``gpu``, ``dram``,
-``policy``, ``jps``); each takes one value or several on the command line
+``policy``, ``sched``, ``jps``); each takes one value or several on the command line
 (``gpu=h100,h200``, ``jps=[3,6]``); any other override applies to every cell. Values the
 command does not give come from ``experiment.matrix``. Each cell is then composed as a whole
 config (the group axes select ``conf/<axis>/<value>.yaml``, the others set their key) plus
@@ -10,6 +10,7 @@ the command's overrides, so every cell is validated by the schema exactly as it 
 
 from __future__ import annotations
 
+import functools
 import typing
 from contextlib import contextmanager
 from enum import Enum
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness import policies
-from harness.cellkey import AXES, NAMES, CellKey, CellKeyError, fmt_value
+from harness.cellkey import AXES, BY_NAME, NAMES, CellKey, CellKeyError, fmt_value
 from harness.errors import ConfigError
 from launch import schema
 
@@ -104,6 +105,7 @@ def _values(o) -> list[str]:
     return [str(v)]
 
 
+@functools.cache
 def _enum_of(key: str) -> type[Enum] | None:
     """The enum a top-level config key is typed with in the schema (None: not an enum)."""
     hint = typing.get_type_hints(schema.Config).get(key)
@@ -165,7 +167,7 @@ class Planner:
         return [self._check_value(name, v) for v in raw]
 
     def _check_value(self, name: str, value: Any) -> Any:
-        a = next(x for x in AXES if x.name == name)
+        a = BY_NAME[name]
         if name == "jps":
             return parse_jps([value])[0]
         kind = _enum_of(a.source)

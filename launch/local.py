@@ -10,6 +10,7 @@ import submitit
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness import records
 from launch import submit
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def _jobs_progress(cell_dir) -> tuple[int, int] | None:
     try:
-        d = json.loads((cell_dir / "progress.json").read_text())
+        d = json.loads((cell_dir / records.PROGRESS).read_text())
         return int(d["jobs_done"]), int(d["jobs_total"])
     except (OSError, ValueError, KeyError):
         return None
@@ -50,7 +51,7 @@ def run_serially(p, todo, console: Console) -> list:
                 submitit.core.utils.FailedJobError,
                 submitit.core.utils.UncompletedJobError,
             ) as e:
-                bad = [c for c, _, d in group if not (d / "DONE").exists()]
+                bad = [c for c, _, d in group if not records.is_done(d)]
                 failed += bad
                 why = _why(next((d for c, _, d in group if c in bad), group[0][2]), e)
                 console.print(f"[red]{len(bad)} cell(s) failed[/] "
@@ -58,14 +59,14 @@ def run_serially(p, todo, console: Console) -> list:
                               highlight=False)  # fmt: skip
             prog.update(
                 cells_bar,
-                completed=sum((d / "DONE").exists() or c in failed for c, _, d in _all(p, todo)),
+                completed=sum(records.is_done(d) or c in failed for c, _, d in _all(p, todo)),
             )
     return failed
 
 
 def _why(cell_dir, exc: Exception) -> str:
     try:
-        err = json.loads((cell_dir / "manifest.json").read_text()).get("error")
+        err = json.loads((cell_dir / records.MANIFEST).read_text()).get("error")
     except (OSError, ValueError):
         err = None
     lines = (err or str(exc)).strip().splitlines() or ["?"]
@@ -82,7 +83,7 @@ def _follow(job, group, prog, cells_bar, jobs_bar) -> None:
     while not job.done():
         finished = 0
         for cell, _, d in group:
-            if (d / "DONE").exists():
+            if records.is_done(d):
                 finished += 1
                 continue
             got = _jobs_progress(d)

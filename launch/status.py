@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from harness import records
 from harness.cellkey import CellKey
 from launch import sweepdir
 
@@ -62,13 +63,13 @@ def _tail(path: Path, n: int = 5) -> str:
 
 def cell_state(cell_dir: Path, sched: str | None) -> tuple[str, str]:
     """(state, detail) for one cell folder."""
-    if (cell_dir / "DONE").exists():
+    if records.is_done(cell_dir):
         return "done", ""
-    prog = cell_dir / "progress.json"
+    prog = cell_dir / records.PROGRESS
     if prog.exists() and (sched is None or sched.split()[0] in ACTIVE):
         d = json.loads(prog.read_text())
         return "running", f"jobs {d.get('jobs_done')}/{d.get('jobs_total')}"
-    man = cell_dir / "manifest.json"
+    man = cell_dir / records.MANIFEST
     meta = json.loads(man.read_text()) if man.exists() else {}
     active = sched is not None and sched.split()[0] in ACTIVE
     failed_sched = (
