@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -184,19 +185,55 @@ class InBackground:
         return self._out["value"]
 
 
-def decode_s_per_token(server: Server, seed: int, tokens: int = 100) -> float:
-    """Seconds per decoded token now (7-25 ms on 2 shared cores, depending on their load)."""
-    t = time.monotonic()
-    Job(server, None, seed, first=64).send(max_tokens=tokens)
-    return (time.monotonic() - t) / tokens
+
+class Blocker:
+    """An unhinted request that decodes until ``stop()`` (or 3,000 tokens, over 20 s on the CPU
+    engine), started in the background; with ``--max-num-seqs 1`` the others wait behind it.
+
+    ``stop()`` closes the connection: vLLM aborts a request whose client went away
+    (``with_cancellation``), so the queue behind it moves on at a moment the test chooses
+    rather than one guessed from a decode rate measured on shared cores (which flaked).
+    """
+
+    def __init__(self, server: Server, seed: int, tokens: int = 3000):
+        import http.client
+        import threading
+        from urllib.parse import urlsplit
+
+        url = urlsplit(server.url)
+        body = {"model": server.model(), "max_tokens": tokens, "ignore_eos": True,
+                "prompt": Job(server, None, seed, first=64).context}
+        self._conn = http.client.HTTPConnection(url.hostname, url.port, timeout=300)
+        self._conn.connect()
+        self._status: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                self._conn.request("POST", "/v1/completions", json.dumps(body),
+                                   {"Content-Type": "application/json"})
+                self._status["code"] = self._conn.getresponse().status
+            except OSError as e:  # the socket closed by stop()
+                self._status["error"] = e
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def stop(self) -> None:
+        """Abort the request (if it still runs) and wait until the server has dropped it."""
+        import socket
+
+        if self._conn.sock is not None:
+            with contextlib.suppress(OSError):
+                self._conn.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(30)
+        self._conn.close()
 
 
-def blocker(server: Server, seconds: float, seed: int) -> InBackground:
-    """An unhinted request that decodes for about ``seconds`` (at the rate measured just
-    before), started in the background; with ``--max-num-seqs 1`` the others wait behind it."""
-    per_token = decode_s_per_token(server, seed + 1)
-    tokens = max(50, min(3000, int(seconds / per_token)))
-    return InBackground(Job(server, None, seed, first=64).send, max_tokens=tokens)
+def blocker(server: Server, seed: int) -> Blocker:
+    return Blocker(server, seed)
 
 
 def churn(server: Server, n: int, seed: int, tokens: int = 2600) -> None:
