@@ -42,6 +42,8 @@ def _options(a: argparse.Namespace) -> pipeline.Options:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("--debug", action="store_true",
+                    help="show the traceback of an unexpected error (a bug)")
     sub = ap.add_subparsers(dest="command", required=True)
     r = sub.add_parser("report", help="figures, tables and report.html of one or more sweeps")
     r.add_argument("sweeps", nargs="+", type=Path, help="sweep folders results/<date>_<name>")
@@ -69,9 +71,17 @@ def main(argv: list[str] | None = None) -> int:
             cmp_ = compare.compare(a.a, a.b, a.out, opts)
             print(compare.summary(cmp_))
             print(cmp_.html)
-    except (SweepError, ValueError, FileNotFoundError) as e:
+    except (SweepError, ValueError, OSError) as e:
+        if a.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a bug: one line here, the traceback with --debug
+        if a.debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (a kvbench bug; rerun with --debug "
+              "for the traceback)", file=sys.stderr)
+        return 70
     return 0
 
 

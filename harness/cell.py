@@ -54,15 +54,45 @@ class _Interrupted(KvbenchError):
     pass
 
 
+class _Stop:
+    """The stop signal this process received, if any (process-wide, as signal handlers are)."""
+
+    got: str | None = None
+
+
+def _stop_requested() -> str | None:
+    return _Stop.got
+
+
+def _raise_if_stopped() -> None:
+    """Raise at a safe point if a stop signal came but its exception was swallowed where it
+    landed (a request's error handler turns it into an error row; a task keeps it as its
+    result; ``contextlib.suppress``)."""
+    if _Stop.got:
+        raise _Interrupted(f"received {_Stop.got}")
+
+
 @contextlib.contextmanager
 def _signals_raise():
-    """SIGTERM/SIGINT (scheduler time-out, scancel, Ctrl-C) unwind the cell, so the server
-    context manager stops the server group before the process exits."""
+    """SIGTERM/SIGINT (scheduler time-out, scancel, ``launch cancel``, Ctrl-C) unwind the cell,
+    so the server context manager stops the server group before the process exits.
+
+    The first signal raises where it lands and is remembered: if that exception is swallowed,
+    the client's loop aborts its jobs (``_drive``) and the cell raises at its next safe point
+    (``_raise_if_stopped``). Later signals only log: scancel signals every process of the step
+    and srun forwards its own copy, and a second exception must not cut short the unwind that
+    stops the server and writes the manifest."""
 
     def handler(signum, frame):
-        raise _Interrupted(f"received {signal.Signals(signum).name}")
+        name = signal.Signals(signum).name
+        if _Stop.got:
+            log.warning("received %s while stopping (after %s); still stopping", name, _Stop.got)
+            return
+        _Stop.got = name
+        raise _Interrupted(f"received {name}")
 
     old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    _Stop.got = None
     for s in old:
         signal.signal(s, handler)
     try:
@@ -70,6 +100,7 @@ def _signals_raise():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        _Stop.got = None
 
 
 @contextlib.contextmanager
@@ -128,6 +159,7 @@ def run_cells(cfgs: list, cell_dirs: list) -> list[Manifest | None]:
                     raise CellFailed(f"cell {todo[0][1]} failed: {why}") from e
                 raise
             for k, ((cfg, d), man) in enumerate(zip(todo, mans, strict=True)):
+                _raise_if_stopped()
                 with _cell_log(d / "client.log"):
                     if k:
                         man.server["cache_reset"] = asyncio.run(reset_between_cells(server))
@@ -135,6 +167,8 @@ def run_cells(cfgs: list, cell_dirs: list) -> list[Manifest | None]:
                 out[dirs.index(d)] = man
         finally:
             server.stop()
+            if _stop_requested():
+                why = f"_Interrupted: received {_stop_requested()}"
             for man, (_, d) in zip(mans, todo, strict=True):
                 if man.status == "running":  # never measured: the server failed first
                     man.status, man.error = "failed", why
@@ -159,6 +193,7 @@ def _measure(cfg, cell_dir: Path, man: Manifest, server: Server, workdir: Path) 
     try:
         man.times["server_ready_unix"] = time.time()
         res = asyncio.run(_drive(cfg, server, wl, cell_dir, metrics))
+        _raise_if_stopped()
         if not server.alive():
             assert server.proc is not None  # started by the caller; stop() has not run yet
             raise CellFailed(f"server exited (code {server.proc.returncode}) during the cell")
@@ -265,7 +300,11 @@ async def _drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows) -
     scraper = asyncio.create_task(scrape_loop(server.url, client.now, metrics, stop, on_tick=tick))
     watchdog = asyncio.create_task(_watch(server, client))
     try:
-        return await run
+        while not run.done():  # a stop signal swallowed by a job's task: abort every job
+            await asyncio.wait({run}, timeout=0.5)
+            if _stop_requested() and not client.abort_reason:
+                client.abort(f"received {_stop_requested()}")
+        return run.result()
     finally:
         watchdog.cancel()
         stop.set()

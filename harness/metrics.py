@@ -1,7 +1,9 @@
 """Scrape the server's Prometheus ``/metrics`` about once a second into long-format rows.
 
 Parsing is ``prometheus_client.parser``'s. Histogram buckets and ``_created`` timestamps are
-dropped (sums and counts are kept) to keep the records small.
+dropped (sums and counts are kept) to keep the records small. ``/metrics`` needs the server's
+key (harness/guard.py): given, or else the one registered for the URL by the ``Server`` that
+this process started.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from harness.guard import auth_headers
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,8 @@ def parse(text: str) -> dict[tuple[str, str], float]:
     return {(n, lab): v for n, lab, v in zip(rows.name, rows.labels, rows.value, strict=True)}
 
 
-async def scrape_once(http: httpx.AsyncClient, url: str) -> str:
-    r = await http.get(f"{url}/metrics", timeout=5)
+async def scrape_once(http: httpx.AsyncClient, url: str, api_key: str | None = None) -> str:
+    r = await http.get(f"{url}/metrics", timeout=5, headers=auth_headers(url, api_key))
     r.raise_for_status()
     return r.text
 
@@ -62,13 +66,14 @@ async def scrape_loop(
     stop: asyncio.Event,
     interval_s: float = 1.0,
     on_tick: Callable[[], None] | None = None,
+    api_key: str | None = None,
 ) -> None:
     """Scrape until ``stop`` is set; one last scrape after it, so final counters are kept."""
     async with httpx.AsyncClient() as http:
         while True:
             stopping = stop.is_set()
             try:
-                rows.add(now(), await scrape_once(http, url))
+                rows.add(now(), await scrape_once(http, url, api_key))
             except (httpx.HTTPError, ValueError) as e:
                 log.debug("metrics scrape failed: %r", e)
             if on_tick is not None:

@@ -5,7 +5,9 @@ through what is defined here: the Arrow schemas of ``turns``, ``jobs`` and ``met
 typed :class:`Manifest` (with a version number; :meth:`Manifest.from_json` reads every
 earlier version), the completion marker, and atomic writers. Every file is written to
 ``.<name>.tmp`` in the same folder and renamed into place, so a reader never sees half a
-file and a kill leaves at most a hidden temporary.
+file and a kill leaves at most a hidden temporary. Its mode is what the user's umask gives a
+new file (``0o666 & ~umask``), never world-writable (:func:`file_mode`), whatever the writer
+library or a leftover temporary had.
 """
 
 from __future__ import annotations
@@ -188,6 +190,37 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
+def current_umask() -> int:
+    """This process' umask, read without changing it (Linux's /proc), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def file_mode(executable: bool = False) -> int:
+    """The mode of a file kvbench writes: a new file's under the umask (0o666, or 0o777 for
+    a script, less the umask), never world-writable."""
+    return (0o777 if executable else 0o666) & ~current_umask() & ~0o002
+
+
+def no_world_write() -> None:
+    """Add world-write to this process' umask: no file or folder that it or its children
+    (the server) create is world-writable; the rest of the user's umask stands."""
+    os.umask(current_umask() | 0o002)
+
+
+def _place(tmp: Path, path: Path) -> Path:
+    os.chmod(tmp, file_mode())
+    os.replace(tmp, path)
+    return path
+
+
 def write_table(rows: list[dict] | dict[str, list], schema: pa.Schema, path: Path) -> Path:
     if isinstance(rows, dict):
         table = pa.Table.from_pydict(rows, schema=schema)
@@ -199,19 +232,16 @@ def write_table(rows: list[dict] | dict[str, list], schema: pa.Schema, path: Pat
 def write_parquet(table: pa.Table, path: Path) -> Path:
     tmp = tmp_path(path)
     pq.write_table(table, tmp)
-    os.replace(tmp, path)
-    return path
+    return _place(tmp, path)
 
 
 def write_json(obj: Any, path: Path) -> Path:
     tmp = tmp_path(path)
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return _place(tmp, path)
 
 
 def write_text(text: str, path: Path) -> Path:
     tmp = tmp_path(path)
     tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return _place(tmp, path)

@@ -2,8 +2,11 @@
 
 The server runs as a child in its own process group (``start_new_session``), on loopback and a
 free port. Its API key is random and passed through ``VLLM_API_KEY`` in the environment, never
-on the command line, so it reaches neither ``ps`` nor a manifest nor a log. Stopping terminates
-the whole group, waits, then kills: nothing of it is left running.
+on the command line, so it reaches neither ``ps`` nor a manifest nor a log. Every endpoint but
+``/health`` needs that key (``harness/guard.py``, added with ``--middleware``: vLLM's own check
+covers ``/v1/*`` only); callers in this process find it by the server's URL
+(``guard.auth_headers``). A host beyond loopback needs ``expose=true`` and is logged as a
+warning. Stopping terminates the whole group, waits, then kills: nothing of it is left running.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from pathlib import Path
 
 import httpx
 
-from harness import policies
+from harness import guard, policies, records
 from harness.errors import ConfigError, ServerStartError
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
-SECRET_ENV = ("VLLM_API_KEY",)
+SECRET_ENV = (guard.KEY_ENV,)
+EXPOSED_ENV = "KVBENCH_EXPOSED"  # the exposure warning, so the manifest's server.env records it
+LOG_MODE = 0o664  # the server log: the umask applies on top; never world-writable
 
 
 @dataclass
@@ -40,8 +45,9 @@ class ServerCommand:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
+    family, kind, proto, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as s:
+        s.bind(addr)
         return int(s.getsockname()[1])
 
 
@@ -97,7 +103,8 @@ def build_command(cfg, host: str = "127.0.0.1", port: int = 8000) -> ServerComma
     policy = policies.of(cfg)
     python = policy.python(cfg) or cfg.engine.python or sys.executable
     argv = [python, "-m", "vllm.entrypoints.openai.api_server"]
-    argv += base_args(cfg, host, port) + policy.server_args(cfg)
+    argv += base_args(cfg, host, port) + ["--middleware", policy.guard]
+    argv += policy.server_args(cfg)
     env = base_env(cfg)
     env.update(policy.server_env(cfg))
     return ServerCommand(argv=argv, env=env, policy_files=policy.files(cfg))
@@ -128,10 +135,19 @@ class Server:
     ) -> None:
         self.cfg = cfg
         self.host = host or cfg.host
+        try:
+            loopback = guard.is_loopback(self.host)
+        except (OSError, UnicodeError) as e:
+            raise ConfigError(f"host={self.host} does not resolve ({e})") from None
+        if not loopback and not cfg.get("expose", False):
+            raise ConfigError(f"host={self.host} is beyond loopback; allow it with expose=true")
         self.port = free_port(self.host)
         self.api_key = secrets.token_urlsafe(24)
         self.log_path = Path(log_path)
         self.command = build_command(cfg, self.host, self.port)
+        self.exposure = guard.exposure(self.host, self.port)
+        if self.exposure:
+            self.command.env[EXPOSED_ENV] = self.exposure
         if dev_mode:  # enables POST /reset_prefix_cache, used between cells sharing a server
             self.command.env["VLLM_SERVER_DEV_MODE"] = "1"
         self.workdir = self.log_path.parent
@@ -139,7 +155,12 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{guard.client_host(self.host)}:{self.port}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The ``Authorization`` header every request to this server needs (but /health)."""
+        return guard.auth_headers(self.url, self.api_key)
 
     def __enter__(self) -> Server:
         self.start()
@@ -155,11 +176,15 @@ class Server:
 
     def start(self) -> None:
         for name, content in self.command.policy_files.items():
-            (self.log_path.parent / name).write_text(content)
-        env = {**os.environ, **self.command.env, "VLLM_API_KEY": self.api_key}
+            records.write_text(content, self.log_path.parent / name)
+        env = {**os.environ, **self.command.env, guard.KEY_ENV: self.api_key}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, LOG_MODE)
+        logf = os.fdopen(fd, "ab")  # owned by the child
+        if self.exposure:
+            log.warning("%s", self.exposure)
         log.info("starting server on %s: %s", self.url, " ".join(self.command.argv))
+        guard.register(self.url, self.api_key)
         self.proc = subprocess.Popen(
             self.command.argv,
             stdout=logf,
@@ -208,6 +233,7 @@ class Server:
 
     def stop(self, grace_s: float = 20.0) -> None:
         """Terminate the process group, wait, then kill it; idempotent."""
+        guard.forget(self.url)
         if self.proc is None:
             return
         pgid = self.proc.pid

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,31 +16,41 @@ from rich.table import Table
 
 from harness.cellkey import NAMES, fmt_value
 from harness.errors import ConfigError, KvbenchError
+from launch import cancel as cancelmod
 from launch import plan as planmod
 from launch import status as statusmod
 from launch import submit
+from launch.cluster import check_partition
 
 console = Console(stderr=False)
 log = logging.getLogger("launch")
 
 USAGE = """python -m launch sweep [--dry-run] [overrides ...]   e.g. gpu=h100 dram=400 jps=[3,6]
 python -m launch status <sweep folder>
+python -m launch cancel <sweep folder>                 stop its queued and running cells
 python -m launch cell [overrides ...]                  one cell in the foreground
 python -m launch workload --out FILE [overrides ...]   one cell's jobs to FILE (.parquet/.jsonl)"""
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m launch", usage=USAGE)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the traceback of an unexpected error (a bug)")  # fmt: skip
     sub = ap.add_subparsers(dest="verb", required=True)
-    sw = sub.add_parser("sweep", help="plan and submit a sweep")
+    sw = sub.add_parser("sweep", parents=[common], help="plan and submit a sweep")
     sw.add_argument("--dry-run", action="store_true", help="print the cells and the batch script")
     sw.add_argument("--no-report", action="store_true", help="local: skip the report at the end")
     sw.add_argument("overrides", nargs="*")
-    st = sub.add_parser("status", help="state of each cell of a sweep folder")
+    st = sub.add_parser("status", parents=[common], help="state of each cell of a sweep folder")
     st.add_argument("folder", type=Path)
-    ce = sub.add_parser("cell", help="run one cell in the foreground")
+    ca = sub.add_parser("cancel", parents=[common],
+                        help="stop a sweep's queued and running cells (resumable)")
+    ca.add_argument("folder", type=Path)
+    ce = sub.add_parser("cell", parents=[common], help="run one cell in the foreground")
     ce.add_argument("overrides", nargs="*")
-    wo = sub.add_parser("workload", help="write one cell's jobs to a file, to inspect or replay")
+    wo = sub.add_parser("workload", parents=[common],
+                        help="write one cell's jobs to a file, to inspect or replay")
     wo.add_argument("--out", required=True, help="FILE.parquet or FILE.jsonl")
     wo.add_argument("overrides", nargs="*", help="overrides selecting one cell (jps=3 ...)")
     args = ap.parse_args(_flags_first(sys.argv[1:] if argv is None else argv))
@@ -51,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(args.overrides, args.dry_run, not args.no_report)
         if args.verb == "status":
             return statusmod.show(args.folder, console)
+        if args.verb == "cancel":
+            return cancelmod.cancel(args.folder, console)
         if args.verb == "workload":
             return cmd_workload(args.out, args.overrides)
         return cmd_cell(args.overrides)
@@ -60,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except KvbenchError as e:
         console.print(f"[bold red]failed:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 1
+    except Exception as e:  # a bug: one line here, the traceback with --debug
+        if args.debug:
+            raise
+        console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
+                      f"(a kvbench bug; rerun with --debug for the traceback)",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        return 70
 
 
 def _flags_first(argv: list[str]) -> list[str]:
@@ -91,16 +111,67 @@ def cell_table(p: planmod.Plan) -> Table:
     return t
 
 
+def policy_table(p: planmod.Plan) -> Table:
+    """What runs for each policy (and order): never a silent substitution."""
+    from harness import policies
+
+    t = Table(title="what runs, per policy")
+    for col in ("policy", "sched", "implementation"):
+        t.add_column(col, overflow="fold")
+    seen: set[tuple[str, str]] = set()
+    for c in p.cells:
+        if (c.policy, c.sched) in seen:
+            continue
+        seen.add((c.policy, c.sched))
+        cfg = p.configs[c]
+        t.add_row(c.policy, c.sched, policies.of(cfg).implementation(cfg))
+    return t
+
+
+def workload_line(cfg) -> str:
+    """The resolved workload, model and engine of a cell, in one line."""
+    w, m, e = cfg.workload, cfg.model, cfg.engine
+    if w.get("trace"):
+        jobs = f"trace {w.trace} ({w.arrival or 'recorded'} arrivals)"
+    else:
+        tool = f"{w.tool.dist} {w.tool.mean_s:g} s"
+        jobs = (f"{w.n_jobs} jobs x {w.n_turns} turns, first prompt {w.first_prompt_tokens} "
+                f"tokens, {w.completion_tokens} output tokens, tool {tool}, seed {w.seed}")
+    weights = "dummy weights" if m.load_format == "dummy" else m.load_format
+    return (f"workload {w.name}: {jobs}; model {m.name} ({m.path}, {weights}); "
+            f"engine {e.name} ({e.package} {e.version})")
+
+
 def cmd_sweep(overrides: list[str], dry_run: bool, report: bool) -> int:
     t0 = time.perf_counter()
     p = planmod.make(overrides)
+    console.print(p.cluster.describe(), highlight=False, soft_wrap=True)
+    exp = p.base.experiment
+    why = (" (the command names a GPU and no experiment: the seed's sweep for it; "
+           "experiment=<name> plans another)") if p.experiment_defaulted else ""
+    console.print(f"experiment: {exp.name} - {exp.description}{why}", highlight=False,
+                  soft_wrap=True)  # fmt: skip
     console.print(cell_table(p))
+    console.print(policy_table(p))
     console.print(
         f"planned {len(p.cells)} cells in {time.perf_counter() - t0:.2f} s", highlight=False
     )
     if dry_run:
         _preview(p)
+        if p.executor == "slurm":
+            try:
+                check_partition(p.base.cluster.partition)
+            except ConfigError as e:  # this machine's SLURM may not be the profile's cluster
+                console.print(f"[yellow]warning:[/] {escape(str(e))}; submitting here would be "
+                              "refused", highlight=False, soft_wrap=True)  # fmt: skip
         return 0
+    if p.executor == "slurm":
+        check_partition(p.base.cluster.partition)
+    if p.executor == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError(
+            f"cluster={p.base.cluster.name} submits with sbatch, which is not on this machine's "
+            f"PATH; run the command on the cluster's login node, or add --dry-run to preview"
+        )
     p.sweep.save()
     todo = p.todo()
     if not todo:
@@ -112,23 +183,45 @@ def cmd_sweep(overrides: list[str], dry_run: bool, report: bool) -> int:
 
 
 def _preview(p: planmod.Plan) -> None:
+    """Each job array (SLURM: one per resource group) or server group (local) with its cells,
+    resources, workload, model and engine, and on SLURM its batch script. Needs no SLURM."""
+    items = [(c, p.configs[c], p.cell_dir(c)) for c in p.todo() or p.cells]
+    groups = submit.server_groups(items)
     if p.executor == "slurm":
-        items = [(c, p.configs[c], p.cell_dir(c)) for c in p.todo() or p.cells]
         arrays: dict[str, list] = {}
-        for g in submit.server_groups(items):
+        for g in groups:
             arrays.setdefault(submit.group_key(submit.resources(g[0][1])), []).append(g)
-        first = next(iter(arrays.values()))
-        console.print(f"\n{len(arrays)} job array(s) would be submitted (one sbatch each), "
-                      f"{sum(map(len, arrays.values()))} array tasks in all. "
-                      f"Batch script of the first ({first[0][0][0].label}):\n",
-                      highlight=False)  # fmt: skip
-        script = submit.sbatch_preview(p.sweep.path, first[0][0][1], len(first))
-        console.print(script, highlight=False, markup=False)
+        console.print(f"\n{len(arrays)} job array(s) would be submitted (one sbatch per resource "
+                      f"group), {len(groups)} array tasks in all.", highlight=False)  # fmt: skip
+        for k, array in enumerate(arrays.values(), 1):
+            cfg = array[0][0][1]
+            res = submit.resources(cfg)
+            cells = [c for g in array for c, _, _ in g]
+            console.print(f"\n[bold]array {k} of {len(arrays)}[/]: {len(array)} task(s), "
+                          f"{len(cells)} cell(s): {_span(cells)}", highlight=False,
+                          soft_wrap=True)  # fmt: skip
+            console.print("  resources: " + ", ".join(f"{key}={v}" for key, v in res.items()
+                                                       if key != "slurm_setup"),
+                          highlight=False, soft_wrap=True, markup=False)  # fmt: skip
+            for line in dict.fromkeys(workload_line(c) for g in array for _, c, _ in g):
+                console.print("  " + line, highlight=False, soft_wrap=True, markup=False)
+            console.print("  batch script:", highlight=False)
+            script = submit.sbatch_preview(p.sweep.path, cfg, len(array))
+            console.print(script, highlight=False, markup=False, soft_wrap=True)
     else:
-        console.print("\nlocal executor: cells run one after another on this machine, each as "
-                      "a submitit local job running harness.cell.run_cells",
-                      highlight=False)  # fmt: skip
+        console.print(f"\nlocal executor: {len(groups)} server group(s) run one after another "
+                      "on this machine, each a submitit local job running "
+                      "harness.cell.run_cells", highlight=False)  # fmt: skip
+        for k, g in enumerate(groups, 1):
+            console.print(f"  group {k}: {_span([c for c, _, _ in g])}; {workload_line(g[0][1])}",
+                          highlight=False, soft_wrap=True, markup=False)  # fmt: skip
     console.print("dry run: nothing submitted, nothing written")
+
+
+def _span(cells) -> str:
+    """A few cells' labels, and how many more."""
+    shown = ", ".join(c.label for c in cells[:3])
+    return shown + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
 
 
 def _submit_slurm(p: planmod.Plan, todo) -> int:

@@ -17,6 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -27,15 +28,30 @@ from omegaconf.errors import OmegaConfBaseException
 from harness import policies
 from harness.cellkey import AXES, BY_NAME, NAMES, CellKey, CellKeyError, fmt_value
 from harness.errors import ConfigError
-from launch import schema
+from launch import cluster, schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO_ROOT / "conf"
 GROUPS = ("gpu", "dram", "policy", "model", "workload", "engine", "cluster", "experiment")
+# What a command that names a GPU (and no experiment) plans: the seed's sweep for that GPU.
+GPU_EXPERIMENT = "seed"
 
 
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def allowed(group: str) -> list[str]:
+    """What a command may name for ``group`` (its YAML files, and ``cluster=auto``)."""
+    return [cluster.AUTO, *options(group)] if group == "cluster" else options(group)
+
+
+def sweep_name(cells: list[CellKey]) -> str:
+    """The folder name of a sweep whose experiment has none: its GPUs and DRAM sizes
+    (``h100_dram400``, ``h100-a100_dram400-200``)."""
+    gpus = dict.fromkeys(c.gpu for c in cells)
+    drams = dict.fromkeys(fmt_value(c.dram) for c in cells)
+    return f"{'-'.join(gpus)}_dram{'-'.join(drams)}"
 
 
 @contextmanager
@@ -51,6 +67,11 @@ def _compose(overrides: list[str]) -> DictConfig:
         return compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(_explain(e)) from None
+    except yaml.YAMLError as e:  # a config file that is not YAML: say which and where
+        mark = getattr(e, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}" if mark is not None else "a config file"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
 
 
 def _explain(e: Exception) -> str:
@@ -60,7 +81,7 @@ def _explain(e: Exception) -> str:
     for group in GROUPS:
         if f"'{group}/" in msg and "Could not find" in msg:
             bad = msg.split(f"'{group}/", 1)[1].split("'", 1)[0]
-            return f"{group}={bad} is unknown; allowed: {', '.join(options(group))}"
+            return f"{group}={bad} is unknown; allowed: {', '.join(allowed(group))}"
     return " ".join(msg.split())
 
 
@@ -86,6 +107,9 @@ def split_overrides(overrides: list[str]) -> tuple[dict[str, list[str]], list[st
         key = o.key_or_group
         if key in NAMES:
             axes[key] = _values(o)
+            if not axes[key]:
+                raise ConfigError(f"{raw}: names no {key}; give one value or a list "
+                                  f"({key}=<value> or {key}=[<a>,<b>])")  # fmt: skip
         elif o.is_sweep_override():
             raise ConfigError(
                 f"{key}: only the matrix axes ({', '.join(NAMES)}) take several values; "
@@ -128,24 +152,58 @@ def parse_jps(values: list) -> list[float]:
 
 
 class Planner:
-    """Composes the base config and every cell's config, caching what cells share."""
+    """Composes the base config and every cell's config, caching what cells share.
 
-    def __init__(self, overrides: list[str]) -> None:
+    Two defaults are decided here, before composition: the experiment (a command that names
+    a GPU and no experiment plans :data:`GPU_EXPERIMENT`, the seed's sweep for that GPU; the
+    smoke stays the default otherwise) and the cluster profile (``cluster=auto``:
+    :func:`launch.cluster.resolve`, whose site settings are then set on every config).
+    """
+
+    def __init__(self, overrides: list[str], environ: dict[str, str] | None = None) -> None:
         self.axes, rest = split_overrides(overrides)
         self.user_keys = {o.split("=", 1)[0].lstrip("+~") for o in rest}
         exp_over = [o for o in rest if o.split("=", 1)[0] == "experiment"]
+        self.experiment_defaulted = not exp_over and self._names_a_gpu()
+        if self.experiment_defaulted:
+            exp_over = [f"experiment={GPU_EXPERIMENT}"]
         first = _compose(exp_over)
-        self.base_overrides = list(first.experiment.overrides) + rest
-        self.base = _compose(self.base_overrides)
+        asked = [o.split("=", 1)[1] for o in rest if o.split("=", 1)[0] == "cluster"]
+        self.cluster = cluster.resolve(asked[-1] if asked else None,
+                                       self._needs_gpu(first), environ)  # fmt: skip
+        rest = [o for o in rest if o.split("=", 1)[0] not in ("cluster", "experiment")]
+        self.base_overrides = [*first.experiment.overrides, *exp_over, *rest,
+                               f"cluster={self.cluster.profile}"]  # fmt: skip
+        self.base = self._site(_compose(self.base_overrides))
         self._engine_for_gpu: dict[str, list[str]] = {}
         self._cache: dict[tuple[tuple[str, Any], ...], DictConfig] = {}
+        self._name: str | None = self.base.experiment.name
+
+    def _names_a_gpu(self) -> bool:
+        return any(_group_yaml("gpu", g).get("cuda", True) for g in self.axes.get("gpu", []))
+
+    def _needs_gpu(self, first: DictConfig) -> bool:
+        gpus = self.axes.get("gpu") or [str(g) for g in first.experiment.matrix.gpu]
+        return any(_group_yaml("gpu", g).get("cuda", True) for g in gpus)
+
+    def _site(self, cfg: DictConfig) -> DictConfig:
+        self.cluster.apply(cfg, self.user_keys)
+        return cfg
 
     def cells(self) -> list[CellKey]:
         """Every cell of the matrix, in axis order (the first axis varies slowest)."""
         partial: list[dict[str, Any]] = [{}]
         for a in AXES:
             partial = [{**p, a.name: v} for p in partial for v in self._axis_values(a.name, p)]
-        return [CellKey(**p) for p in partial]
+        cells = [CellKey(**p) for p in partial]
+        if self._name is None and cells:
+            self._name = sweep_name(cells)
+            self._set_name(self.base)
+        return cells
+
+    def _set_name(self, cfg: DictConfig) -> None:
+        if self._name is not None and cfg.experiment.name != self._name:
+            OmegaConf.update(cfg, "experiment.name", self._name, merge=False)
 
     def _axis_values(self, name: str, chosen: dict[str, Any]) -> list[Any]:
         """The values of one axis: the command's, else the experiment's matrix, where
@@ -206,9 +264,10 @@ class Planner:
         groups = tuple((a.name, getattr(cell, a.name)) for a in AXES if a.group)
         if groups not in self._cache:
             over = self.base_overrides + [f"{n}='{fmt_value(v)}'" for n, v in groups]
-            self._cache[groups] = _compose(over + self._derived(cell.gpu))
+            self._cache[groups] = self._site(_compose(over + self._derived(cell.gpu)))
         cfg = self._cache[groups].copy()
         OmegaConf.set_struct(cfg, False)
+        self._set_name(cfg)
         for a in AXES:
             if not a.group:
                 OmegaConf.update(cfg, a.source, getattr(cell, a.name), merge=False)

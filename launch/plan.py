@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from harness.cellkey import CellKey
+from harness.errors import ConfigError
 from harness.records import is_done
 from launch import sweepdir, validate
+from launch.cluster import Choice
 from launch.compose import Planner, hydra_context
 
 
@@ -19,6 +23,8 @@ class Plan:
     cells: list[CellKey]
     configs: dict[CellKey, DictConfig]
     sweep: sweepdir.SweepDir
+    cluster: Choice
+    experiment_defaulted: bool = False  # the experiment came from naming a GPU
 
     @property
     def executor(self) -> str:
@@ -31,10 +37,12 @@ class Plan:
         return [c for c in self.cells if not is_done(self.cell_dir(c))]
 
 
-def make(overrides: list[str], today: str | None = None) -> Plan:
-    """Compose, expand and validate; raises ConfigError before anything is written."""
+def make(overrides: list[str], today: str | None = None,
+         environ: dict[str, str] | None = None) -> Plan:
+    """Compose, expand and validate; raises ConfigError before anything is written.
+    ``environ``: the environment the cluster profile is found from (default: os.environ)."""
     with hydra_context():
-        planner = Planner(overrides)
+        planner = Planner(overrides, environ)
         cells = planner.cells()
         configs = {c: planner.config(c) for c in cells}
     if len(set(cells)) != len(cells):
@@ -43,10 +51,33 @@ def make(overrides: list[str], today: str | None = None) -> Plan:
         )
     base = next(iter(configs.values())) if configs else planner.base
     for cfg in configs.values():
-        validate.check_cell(cfg)  # typed first (launch.schema.typed): kinds, ranges, files
+        try:
+            validate.check_cell(cfg)  # typed first (launch.schema.typed): kinds, ranges, files
+        except validate.PolicyUnavailable as e:
+            others = list(dict.fromkeys(c.policy for c in cells if c.policy != e.policy))
+            if not others:
+                raise
+            raise ConfigError(f"{e}; or leave it out: policy=[{','.join(others)}]") from None
         if cfg.cluster.executor == "local":
             validate.check_local_machine(cfg)
     validate.check_workloads(configs.values())  # each distinct workload built once
     identities = {c.rel_dir: sweepdir.cell_identity(cfg) for c, cfg in configs.items()}
     sweep = sweepdir.choose(base, identities, today=today)
-    return Plan(base=base, cells=cells, configs=configs, sweep=sweep)
+    _check_writable(sweep.path)
+    return Plan(base=base, cells=cells, configs=configs, sweep=sweep, cluster=planner.cluster,
+                experiment_defaulted=planner.experiment_defaulted)
+
+
+def _check_writable(path: Path) -> None:
+    """The sweep folder can be made (or written) here: a probe folder is made and removed in
+    its nearest existing ancestor. Checked at planning, so a dry run says it too."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is not a folder")
+        os.rmdir(tempfile.mkdtemp(prefix=".kvbench-probe-", dir=probe))
+    except OSError as e:
+        raise ConfigError(f"results_dir: cannot write the sweep folder {path} ({e}); set "
+                          f"results_dir= or sweep_dir= to a writable folder") from None

@@ -325,13 +325,15 @@ class MatrixConf:
 
 @dataclass
 class ExperimentConf:
-    name: str = MISSING  # the sweep folder is results/<YYYYMMDD>_<name>
+    # The sweep folder is results/<YYYYMMDD>_<name>; null: named at planning from the cells'
+    # GPUs and DRAM sizes (launch.compose.sweep_name), e.g. h100_dram400.
+    name: str | None = None
     description: str = ""
     overrides: list[str] = field(default_factory=list)  # applied before the command's own
     matrix: MatrixConf = field(default_factory=MatrixConf)
 
     def __post_init__(self) -> None:
-        if not _missing(self.name) and not NAME_RE.fullmatch(self.name):
+        if self.name is not None and not _missing(self.name) and not NAME_RE.fullmatch(self.name):
             raise _bad(
                 "experiment.name", self.name,
                 "must be a plain folder name of letters, digits, '.', '_', '-', not starting "
@@ -354,6 +356,10 @@ class Config:
     results_dir: str = "results"  # relative to the repo root
     sweep_dir: str | None = None  # explicit sweep folder (default results/<date>_<name>)
     host: str = "127.0.0.1"  # where the server listens
+    # Allow a host beyond loopback (0.0.0.0, a LAN address): the server's whole HTTP API is
+    # then reachable from the network, every endpoint but /health guarded by the per-cell API
+    # key (docs/security.md); refused at planning unless true, and logged as a warning.
+    expose: bool = False
 
     def __post_init__(self) -> None:
         j = self.jps

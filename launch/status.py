@@ -1,56 +1,187 @@
-"""``status``: each cell of a sweep folder done / running / pending / failed, with totals.
+"""``status``: each cell of a sweep folder done / running / pending / failed / cancelled, with
+totals.
 
 The cell folder says what the harness knows (``DONE``, ``progress.json``, the manifest's
-status); the scheduler (through submitit, which asks ``sacct``) says what SLURM knows.
+status); the scheduler says what it knows. On SLURM that is submitit's state (one ``sacct``
+for all of the sweep's jobs) and, for the jobs still in the queue, ``squeue``'s state and
+reason (``PENDING (Priority)``), which sacct does not give. Locally it is whether the cell's
+submitit job (its controller's pid, on the host that recorded it) still runs.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from harness import records
 from harness.cellkey import CellKey
-from launch import sweepdir
+from launch import procs, sweepdir
 
-ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED"}
+# States of a job still queued or running (sacct's, and the others squeue shows while a job is
+# in the queue: held, signalled, staging out).
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
+          "REQUEUE_HOLD", "REQUEUE_FED", "SPECIAL_EXIT", "SIGNALING", "STAGE_OUT", "STOPPED",
+          "RESV_DEL_HOLD"}  # fmt: skip
+STATES = ("done", "running", "pending", "failed", "cancelled")
+CANCELS = "cancelled.json"  # <sweep>/_submitit/: what `launch cancel` stopped, and when
+
+
+def last_submissions(sweep: sweepdir.SweepDir) -> dict[str, dict]:
+    """cell rel_dir -> its latest submission: {executor, job_id, time, host}."""
+    out = {}
+    for sub in sweep.meta.get("submissions", []):
+        for j in sub.get("jobs", []):
+            out[sweepdir.rekey(j["cell"])] = {
+                "executor": sub.get("executor", "slurm"),
+                "job_id": str(j["job_id"]),
+                "time": sub.get("time"),
+                "host": sub.get("host"),
+            }
+    return out
 
 
 def last_jobs(sweep: sweepdir.SweepDir) -> dict[str, tuple[str, str]]:
     """cell rel_dir -> (executor, job id) of its latest submission."""
-    out = {}
-    for sub in sweep.meta.get("submissions", []):
-        for j in sub.get("jobs", []):
-            out[sweepdir.rekey(j["cell"])] = (sub.get("executor", "slurm"), str(j["job_id"]))
+    return {c: (s["executor"], s["job_id"]) for c, s in last_submissions(sweep).items()}
+
+
+def is_active(sched: str | None) -> bool:
+    return bool(sched and sched.split()[0] in ACTIVE)
+
+
+# --- SLURM ------------------------------------------------------------------------------------
+
+_COLLAPSED = re.compile(r"^(\d+)_\[([^\]]+)\]$")
+
+
+def _expand(job_id: str) -> list[str]:
+    """``12_[3-5,7%2]`` (an array's pending tasks, collapsed) -> 12_3, 12_4, 12_5, 12_7."""
+    m = _COLLAPSED.match(job_id)
+    if not m:
+        return [job_id]
+    out = []
+    for part in m.group(2).split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{m.group(1)}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
     return out
 
 
-def slurm_states(sweep: sweepdir.SweepDir) -> dict[str, str]:
-    jobs = {c: jid for c, (ex, jid) in last_jobs(sweep).items() if ex == "slurm"}
-    if not jobs:
+def parse_squeue(text: str) -> dict[str, str]:
+    """Lines of ``squeue -h -r -o "%i|%T|%r"`` -> job id -> "STATE (Reason)" ("STATE" when the
+    reason is None, as for a running job)."""
+    out = {}
+    for line in text.splitlines():
+        parts = [x.strip() for x in line.split("|")]
+        if len(parts) != 3 or not parts[0] or not parts[1]:
+            continue
+        jid, state, reason = parts
+        shown = f"{state} ({reason})" if reason and reason not in ("None", "(null)") else state
+        for j in _expand(jid):
+            out[j] = shown
+    return out
+
+
+def squeue_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """One ``squeue`` for these jobs: job id -> "STATE (Reason)" for those still in the queue
+    (a finished job is not listed; when none is, squeue exits 1: "Invalid job id")."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    cmd = ["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%r"]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return parse_squeue(r.stdout) if r.returncode == 0 else {}
+
+
+def sacct_states(job_ids: Iterable[str]) -> dict[str, str]:
+    """submitit's state of each job (one ``sacct`` for all of them, fresh on every call)."""
+    ids = sorted(set(job_ids))
+    if not ids:
         return {}
     import submitit
 
-    folder = sweep.path / "_submitit"
-    handles: dict[str, submitit.SlurmJob[Any]] = {
-        c: submitit.SlurmJob(folder=folder, job_id=jid) for c, jid in jobs.items()
-    }
-    out = {}
-    for c, h in handles.items():
-        try:
-            out[c] = h.state
-        except Exception as e:  # noqa: BLE001 - sacct missing or failing: say so
-            out[c] = f"unknown ({type(e).__name__})"
-    return out
+    watcher = submitit.SlurmJob.watcher  # shared by submitit's jobs; caches up to 600 s
+    for jid in ids:
+        watcher.register_job(jid)
+    try:
+        watcher.update()
+    except Exception as e:  # noqa: BLE001 - sacct missing or failing: say so
+        return {j: f"unknown ({type(e).__name__})" for j in ids}
+    return {j: watcher.get_state(j, mode="cache") for j in ids}
+
+
+def slurm_states(sweep: sweepdir.SweepDir) -> dict[str, str]:
+    """cell rel_dir -> its SLURM job's state: squeue's "STATE (Reason)" while the job is in
+    the queue, else submitit's (sacct's) state."""
+    jobs = {c: jid for c, (ex, jid) in last_jobs(sweep).items() if ex == "slurm"}
+    if not jobs:
+        return {}
+    by_job = sacct_states(jobs.values())
+    # sacct lags behind the controller (and may not know a job submitted a moment ago); squeue
+    # is the queue itself. Every job is asked: squeue lists only those still queued or running.
+    by_job.update(squeue_states(jobs.values()))
+    return {c: by_job.get(jid, "UNKNOWN") for c, jid in jobs.items()}
 
 
 def active_cells(sweep: sweepdir.SweepDir) -> set[str]:
-    return {c for c, s in slurm_states(sweep).items() if s.split()[0] in ACTIVE}
+    return {c for c, s in slurm_states(sweep).items() if is_active(s)}
+
+
+# --- local ------------------------------------------------------------------------------------
+
+
+def local_states(sweep: sweepdir.SweepDir) -> dict[str, str]:
+    """cell rel_dir -> "RUNNING (local pid N)" / "ENDED (local)" for cells whose latest
+    submission is a local job recorded on this host; other hosts' jobs cannot be checked."""
+    out = {}
+    for c, s in last_submissions(sweep).items():
+        if s["executor"] != "local" or (s["host"] is not None and s["host"] != procs.host()):
+            continue
+        alive = procs.controller_alive(s["job_id"], sweep.path, s["host"])
+        out[c] = f"RUNNING (local pid {s['job_id']})" if alive else "ENDED (local)"
+    return out
+
+
+# --- cancellations ----------------------------------------------------------------------------
+
+
+def cancels_file(sweep_path: Path) -> Path:
+    return Path(sweep_path) / "_submitit" / CANCELS
+
+
+def read_cancels(sweep_path: Path) -> list[dict]:
+    try:
+        d = json.loads(cancels_file(sweep_path).read_text())
+    except (OSError, ValueError):
+        return []
+    return [x for x in d.get("cancels", []) if isinstance(x, dict)] if isinstance(d, dict) else []
+
+
+def cancelled_cells(sweep: sweepdir.SweepDir) -> dict[str, float]:
+    """cell -> when ``launch cancel`` stopped it, for cells whose latest submission is the one
+    it cancelled (a later submission, a resume, supersedes the record)."""
+    subs = last_submissions(sweep)
+    out = {}
+    for rec in read_cancels(sweep.path):
+        for j in rec.get("jobs", []):
+            s = subs.get(sweepdir.rekey(j.get("cell", "")))
+            if s and s["job_id"] == str(j.get("job_id")) and (s["time"] or 0) <= rec["time"]:
+                out[sweepdir.rekey(j["cell"])] = float(rec["time"])
+    return out
+
+
+# --- one cell ---------------------------------------------------------------------------------
 
 
 def _tail(path: Path, n: int = 5) -> str:
@@ -61,17 +192,35 @@ def _tail(path: Path, n: int = 5) -> str:
     return "\n".join(lines[-n:])
 
 
-def cell_state(cell_dir: Path, sched: str | None) -> tuple[str, str]:
-    """(state, detail) for one cell folder."""
+def read_progress(cell_dir: Path) -> tuple[int, int] | None:
+    """(jobs done, jobs total) from the cell's progress.json, if it is measuring."""
+    try:
+        d = json.loads((cell_dir / records.PROGRESS).read_text())
+        return int(d["jobs_done"]), int(d["jobs_total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def cell_state(
+    cell_dir: Path, sched: str | None, cancelled: bool = False, submitted: float | None = None
+) -> tuple[str, str]:
+    """(state, detail) for one cell folder. ``sched``: its job's state (None: not known);
+    ``cancelled``: ``launch cancel`` stopped its latest job; ``submitted``: when that job was
+    submitted (a manifest older than it is an earlier submission's, not a requeued attempt)."""
     if records.is_done(cell_dir):
         return "done", ""
-    prog = cell_dir / records.PROGRESS
-    if prog.exists() and (sched is None or sched.split()[0] in ACTIVE):
-        d = json.loads(prog.read_text())
-        return "running", f"jobs {d.get('jobs_done')}/{d.get('jobs_total')}"
+    prog = read_progress(cell_dir)
+    if prog and (sched is None or is_active(sched)):
+        return "running", f"jobs {prog[0]}/{prog[1]}"
     man = cell_dir / records.MANIFEST
-    meta = json.loads(man.read_text()) if man.exists() else {}
-    active = sched is not None and sched.split()[0] in ACTIVE
+    try:
+        meta = json.loads(man.read_text()) if man.exists() else {}
+    except ValueError:
+        meta = {}
+    active = is_active(sched)
+    if not active and (cancelled or (sched or "").startswith("CANCELLED")):
+        err = (meta.get("error") or "").splitlines()[:1]
+        return "cancelled", "; ".join(["no job left", *(e[:200] for e in err)])
     failed_sched = (
         sched is not None and not active and sched.split()[0] not in {"COMPLETED", "UNKNOWN"}
     )
@@ -83,21 +232,84 @@ def cell_state(cell_dir: Path, sched: str | None) -> tuple[str, str]:
     if active:
         assert sched is not None  # active implies it
         retry = (meta.get("error") or "").splitlines()[:1] if meta.get("status") == "failed" else []
-        detail = f"requeued after: {retry[0][:120]}" if retry else ""
+        started = (meta.get("times") or {}).get("start_unix")
+        earlier = submitted is not None and started is not None and started < submitted
+        how = "earlier attempt" if earlier else "requeued after"
+        detail = f"{how}: {retry[0][:120]}" if retry else ""
         return ("running" if sched.startswith("RUNNING") else "pending"), detail
     return "pending", ""
 
 
+# --- the sweep --------------------------------------------------------------------------------
+
+
 def collect(path: Path) -> tuple[sweepdir.SweepDir, list[dict]]:
+    """Rows of the status table: cell, state, scheduler, detail, and job_id, executor,
+    jobs_done, jobs_total (progress of a running cell; None otherwise)."""
     sweep = sweepdir.load(path)
-    sched = slurm_states(sweep)
+    sched = {**local_states(sweep), **slurm_states(sweep)}
+    subs = last_submissions(sweep)
+    cancelled = cancelled_cells(sweep)
     rows = []
     for rel in map(sweepdir.rekey, sweep.meta.get("matrix", [])):
-        state, detail = cell_state(sweep.cell_dir(CellKey.from_rel(rel)), sched.get(rel))
-        rows.append(
-            {"cell": rel, "state": state, "scheduler": sched.get(rel, ""), "detail": detail}
-        )
+        d = sweep.cell_dir(CellKey.from_rel(rel))
+        sub = subs.get(rel, {})
+        state, detail = cell_state(d, sched.get(rel), rel in cancelled, sub.get("time"))
+        prog = read_progress(d) if state == "running" else None
+        rows.append({
+            "cell": rel, "state": state, "scheduler": sched.get(rel, ""), "detail": detail,
+            "job_id": sub.get("job_id", ""), "executor": sub.get("executor", ""),
+            "jobs_done": prog[0] if prog else None, "jobs_total": prog[1] if prog else None,
+        })  # fmt: skip
+    _queued_behind(rows, sweep)
     return sweep, rows
+
+
+def _queued_behind(rows: list[dict], sweep: sweepdir.SweepDir) -> None:
+    """A cell whose server job runs, but which waits for an earlier cell of that job (the JPS
+    levels of a shared server run one after another, lowest first), is pending, not running."""
+    by_job: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["job_id"]:
+            by_job.setdefault(r["job_id"], []).append(r)
+    for group in by_job.values():
+        group.sort(key=lambda r: CellKey.from_rel(r["cell"]).jps)
+        for i, r in enumerate(group):
+            if r["state"] != "running" or r["jobs_total"] is not None:
+                continue
+            if r["detail"] or _started(sweep, r["cell"]):
+                continue
+            ahead = next((x for x in group[:i] if x["state"] in ("running", "pending")), None)
+            if ahead is not None:
+                r["state"], r["detail"] = "pending", f"after {ahead['cell']} on its server"
+
+
+def _started(sweep: sweepdir.SweepDir, rel: str) -> bool:
+    """The cell has begun measuring (its manifest has a workload): not merely queued in its
+    server's job."""
+    try:
+        meta = json.loads((sweep.cell_dir(CellKey.from_rel(rel)) / records.MANIFEST).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("workload")) and meta.get("status") == "running"
+
+
+def totals(rows: list[dict]) -> dict[str, int]:
+    """Cells per state, and jobs done / total over the running cells."""
+    counts = Counter(r["state"] for r in rows)
+    out = {k: counts.get(k, 0) for k in STATES}
+    out["cells"] = len(rows)
+    out["jobs_done"] = sum(r.get("jobs_done") or 0 for r in rows if r["state"] == "running")
+    out["jobs_total"] = sum(r.get("jobs_total") or 0 for r in rows if r["state"] == "running")
+    return out
+
+
+def totals_line(t: dict[str, int]) -> str:
+    cells = ", ".join(f"{k} {t[k]}" for k in STATES)
+    line = f"{t['cells']} cells: {cells}"
+    if t["running"]:
+        line += f"; jobs {t['jobs_done']}/{t['jobs_total']} in running cells"
+    return line
 
 
 def show(path: Path, console: Console) -> int:
@@ -106,11 +318,23 @@ def show(path: Path, console: Console) -> int:
     for col in ("cell", "state", "scheduler", "detail"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        style = {"done": "green", "failed": "red", "running": "yellow"}.get(r["state"], "")
-        state = f"[{style}]{r['state']}[/]" if style else r["state"]
-        t.add_row(r["cell"], state, r["scheduler"], r["detail"])
+        style = {"done": "green", "failed": "red", "running": "yellow", "cancelled": "magenta"}
+        s = style.get(r["state"], "")
+        state = f"[{s}]{r['state']}[/]" if s else r["state"]
+        t.add_row(r["cell"], state, escape(r["scheduler"]), escape(r["detail"]))
     console.print(t)
-    counts = Counter(r["state"] for r in rows)
-    total = ", ".join(f"{k} {counts.get(k, 0)}" for k in ("done", "running", "pending", "failed"))
-    console.print(f"{len(rows)} cells: {total}")
+    launcher = procs.read_launcher(sweep.path)
+    if launcher is not None and launcher.alive():
+        console.print(f"local launcher: pid {launcher.pid} on {launcher.host}; stop it with "
+                      f"python -m launch cancel {sweep.path}", highlight=False)  # fmt: skip
+    console.print(totals_line(totals(rows)), highlight=False, soft_wrap=True)
     return 0
+
+
+def record_cancel(sweep_path: Path, when: float, executor: str, jobs: list[dict[str, Any]]) -> None:
+    """Append what ``launch cancel`` stopped ([{cell, job_id}]) to the sweep's record."""
+    f = cancels_file(sweep_path)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    recs = read_cancels(sweep_path)
+    recs.append({"time": when, "executor": executor, "jobs": jobs})
+    records.write_json({"cancels": recs}, f)

@@ -19,6 +19,7 @@ from pathlib import Path
 import submitit
 from omegaconf import DictConfig, OmegaConf
 
+from harness import records
 from harness.cellkey import CellKey
 from launch.validate import mem_request_gb
 
@@ -38,6 +39,7 @@ class CellJob(submitit.helpers.Checkpointable):
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        records.no_world_write()  # nothing the cells or their server write is world-writable
         mans = run_cells([OmegaConf.create(y) for y in cfg_yamls], [Path(d) for d in cell_dirs])
         return [{"cell_dir": d, "status": m.status if m else "skipped"}
                 for d, m in zip(cell_dirs, mans, strict=True)]
@@ -121,7 +123,28 @@ def submit_slurm(sweep_path: Path, items: list[Item]) -> list[dict]:
         for group, job in zip(groups, jobs, strict=True):
             out += [{"cell": cell.rel_dir, "job_id": job.job_id} for cell, _, _ in group]
         log.info("submitted %d jobs as array %s", len(jobs), jobs[0].job_id.split("_")[0])
+    tighten_submission_files(sweep_path / "_submitit")
     return out
+
+
+def tighten_submission_files(folder: Path) -> None:
+    """After a submission: submitit leaves ``.submission_file_<uuid>.sh``, the batch script's
+    temporary name, as a symlink to ``<job>_submission.sh``, and a symlink's own mode is
+    always 0777 (ignored by Linux, yet it lists as world-writable). Remove those links (submitit
+    never reads them again) and give each script at most ``0o755 & ~umask``: what the umask
+    allows a script, never world-writable, never looser than it was. Its other files (the
+    pickles a job loads) lose world-write, which only a umask of 0 gives them."""
+    for link in folder.glob(".submission_file_*.sh"):
+        if link.is_symlink():
+            link.unlink()
+    for f in folder.iterdir():
+        if f.is_symlink() or not f.is_file():
+            continue
+        mode = f.stat().st_mode & 0o777
+        script = f.name.endswith("_submission.sh") or f.name.startswith(".submission_file_")
+        new = mode & records.file_mode(executable=True) & 0o755 if script else mode & ~0o002
+        if new != mode:
+            f.chmod(new)
 
 
 def local_executor(sweep_path: Path, cfg: DictConfig) -> submitit.AutoExecutor:
@@ -145,17 +168,32 @@ def local_gpu_params(cfg: DictConfig, environ: dict | None = None) -> dict:
     return params
 
 
+class _ScriptOnlyExecutor(submitit.SlurmExecutor):
+    """submitit's SLURM executor for rendering a batch script where SLURM is absent (a dry
+    run on a laptop): its constructor refuses to run without ``srun``; this one never submits."""
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 1
+
+
 def sbatch_preview(sweep_path: Path, cfg: DictConfig, n_cells: int) -> str:
-    """The batch script one array of this resource group gets (nothing is submitted)."""
+    """The batch script one array of this resource group gets (nothing is submitted; no
+    SLURM binary is needed). The parameters go through submitit's own conversion, as
+    :func:`slurm_executor` gives them to ``AutoExecutor``: generic names renamed by
+    ``_convert_parameters``, ``slurm_``-prefixed ones passed as they are."""
     from submitit.slurm.slurm import _make_sbatch_string
 
-    ex = slurm_executor(
-        sweep_path / "_submitit", cfg, resources(cfg), f"kvbench-{cfg.experiment.name}"
-    )
-    params = dict(ex._executor.parameters)  # submitit's own conversion of the parameters
+    folder = sweep_path / "_submitit"
+    ex = _ScriptOnlyExecutor(folder=folder, max_num_timeout=int(cfg.cluster.max_requeue))
+    params = {"name": f"kvbench-{cfg.experiment.name}", **resources(cfg)}
+    generic = {k: v for k, v in params.items() if not k.startswith("slurm_")}
+    specific = {k.removeprefix("slurm_"): v for k, v in params.items() if k.startswith("slurm_")}
+    ex.update_parameters(**ex._convert_parameters(generic), **specific,
+                         array_parallelism=int(cfg.cluster.array_parallelism))  # fmt: skip
     return _make_sbatch_string(
-        command="python -u -m submitit.core._submit " + str(sweep_path / "_submitit"),
-        folder=sweep_path / "_submitit",
+        command="python -u -m submitit.core._submit " + str(folder),
+        folder=folder,
         map_count=n_cells,
-        **params,
+        **ex.parameters,
     )  # the time limit covers every cell of a shared server: see ClusterConf.time_min

@@ -8,6 +8,7 @@ folder) and, once per distinct workload, building the cell's jobs (``workloads.b
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import json
 import os
@@ -27,9 +28,16 @@ from launch.schema import ClusterConf, Config, Device, EngineConf
 ENGINE_DEVICE = {"vllm-cpu": "cpu", "vllm-cuda": "cuda"}
 
 
-def node_mem_gb(cluster: ClusterConf | DictConfig) -> float:
+def node_mem_gb(cluster: ClusterConf | DictConfig) -> float | None:
+    """What a node can give a job: ``cluster.node_mem_gb``, else (0) this machine's memory
+    for the local executor and the largest node ``sinfo`` reports for SLURM (None: no sinfo
+    here, e.g. a dry run on a laptop; then DRAM is checked on the cluster)."""
     if cluster.node_mem_gb:
         return float(cluster.node_mem_gb)
+    if cluster.executor == "slurm":
+        from launch.cluster import slurm_node_mem_gb
+
+        return slurm_node_mem_gb(cluster.partition)
     return psutil.virtual_memory().total / 2**30
 
 
@@ -38,13 +46,25 @@ def mem_request_gb(cfg: Config | DictConfig) -> int:
     return int(cfg.dram.gb) + int(cfg.cluster.host_reserve_gb)
 
 
+class PolicyUnavailable(ConfigError):
+    """A policy that cannot run as configured (its engine, its environment, its settings)."""
+
+    def __init__(self, message: str, policy: str) -> None:
+        super().__init__(message)
+        self.policy = policy
+
+
 def check_cell(cfg: DictConfig) -> Config:
     """Every check of one cell that needs no other cell; returns the typed config."""
     typed = schema.typed(cfg)
     check_engine_gpu(typed)
     check_dram(typed)
-    policies.of(cfg).validate(cfg)
+    try:
+        policies.of(cfg).validate(cfg)
+    except ConfigError as e:
+        raise PolicyUnavailable(str(e), str(cfg.policy.name)) from None
     check_model(typed)
+    check_host(typed)
     return typed
 
 
@@ -60,11 +80,15 @@ def check_engine_gpu(cfg: Config) -> None:
 
 def check_dram(cfg: Config) -> None:
     need, have = mem_request_gb(cfg), node_mem_gb(cfg.cluster)
-    if need > have:
+    if have is not None and need > have:
+        source = ("cluster.node_mem_gb" if cfg.cluster.node_mem_gb
+                  else "sinfo's largest node" if cfg.cluster.executor == "slurm"
+                  else "this machine's memory")  # fmt: skip
         raise ConfigError(
             f"dram={cfg.dram.gb} asks for {need} GB of host memory (dram + "
             f"cluster.host_reserve_gb={cfg.cluster.host_reserve_gb}) but a {cfg.cluster.name} node "
-            f"gives {have:.0f} GB (cluster.node_mem_gb); choose a smaller dram"
+            f"gives {have:.0f} GB ({source}); choose a smaller dram, or another cluster "
+            f"(cluster=<profile>)"
         )
 
 
@@ -75,6 +99,46 @@ def check_model(cfg: Config) -> None:
         raise ConfigError(
             f"model.path={cfg.model.path} has no config.json; point it at a model folder"
         )
+
+
+@functools.lru_cache(maxsize=32)
+def _loopback(host: str) -> bool | str:
+    """Whether ``host`` is loopback, or why it does not resolve (once per planning run)."""
+    from harness import guard
+
+    try:
+        return guard.is_loopback(host)
+    except (OSError, UnicodeError) as e:
+        return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def check_host(cfg: Config) -> None:
+    """``host`` resolves here, and is loopback unless ``expose=true`` allows more."""
+    loopback = _loopback(cfg.host)
+    if isinstance(loopback, str):
+        raise ConfigError(
+            f"host={cfg.host!r} does not resolve here ({loopback}); give an address or name "
+            f"of the node (default 127.0.0.1)"
+        )
+    if not loopback and not cfg.expose:
+        raise ConfigError(
+            f"host={cfg.host} would expose the server beyond this machine (its OpenAI API, "
+            f"/metrics and every other endpoint, guarded by the per-cell API key); keep "
+            f"host=127.0.0.1, or allow it with expose=true"
+        )
+
+
+def check_host_bindable(host: str) -> None:
+    """The local executor's server can listen on ``host`` on this machine."""
+    from harness.server import free_port
+
+    try:
+        free_port(host)
+    except OSError as e:
+        raise ConfigError(
+            f"host={host} cannot be listened on here ({e.strerror or e}); give an address "
+            f"of this machine (default 127.0.0.1)"
+        ) from None
 
 
 def check_workloads(cfgs: Iterable[DictConfig]) -> None:
@@ -100,14 +164,23 @@ def check_workloads(cfgs: Iterable[DictConfig]) -> None:
 
 
 def check_local_machine(cfg: DictConfig) -> None:
-    """What the local executor needs of this machine: the engine installed, a GPU for CUDA."""
+    """What the local executor needs of this machine: the host to listen on, the engine
+    installed, a GPU for CUDA."""
+    check_host_bindable(str(cfg.host))
     if cfg.engine.device == "cuda" and not has_gpu():
         raise ConfigError(
             f"engine={cfg.engine.name} needs a CUDA GPU and this machine has none (no nvidia-smi "
             f"or /dev/nvidia0); run on a GPU node (cluster=pace) or use gpu=cpu engine=vllm-cpu"
         )
-    if cfg.engine.python or policies.of(cfg).python(cfg):
-        return  # another interpreter: checked by the policy / at server start
+    if cfg.engine.python:
+        py = shutil.which(str(cfg.engine.python))
+        if py is None:
+            raise ConfigError(f"engine.python={cfg.engine.python} is not an executable "
+                              f"interpreter on this machine; point it at one, or unset it "
+                              f"(engine.python=null: this environment's)")  # fmt: skip
+        return  # another interpreter: its engine is checked at server start
+    if policies.of(cfg).python(cfg):
+        return  # the policy's own interpreter: checked by the policy
     check_engine_installed(cfg.engine)
 
 

@@ -68,3 +68,21 @@ def continuum_fork_standin(tmp_path_factory):
     os.environ["KVBENCH_CONTINUUM_PYTHON"] = str(python)
     yield str(python)
     del os.environ["KVBENCH_CONTINUUM_PYTHON"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_user_cluster_settings(tmp_path_factory):
+    """Plans here must not depend on the developer's own cluster settings: an empty
+    XDG_CONFIG_HOME (no ~/.config/kvbench/cluster.yaml), no KVBENCH_CLUSTER(_FILE). Tests of
+    those settings pass their own environment (``plan.make(..., environ=...)``)."""
+    saved = {k: os.environ.get(k) for k in ("XDG_CONFIG_HOME", "KVBENCH_CLUSTER",
+                                            "KVBENCH_CLUSTER_FILE")}  # fmt: skip
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    os.environ.pop("KVBENCH_CLUSTER", None)
+    os.environ.pop("KVBENCH_CLUSTER_FILE", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

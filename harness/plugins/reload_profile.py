@@ -10,28 +10,36 @@ time each request, and fit ``time = a + b * tokens`` by least squares; ``b`` is 
         [--sizes 1024,2048,4096,8192] [--repeats 3]
 
 It prints one JSON line: ``reload_s_per_token`` (b), ``intercept_s`` (a) and the samples.
-Standard library only.
+Against a server started with an API key, export it as ``VLLM_API_KEY``: it is sent as
+``Authorization: Bearer``. Standard library only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 import urllib.request
 from collections.abc import Sequence
 
 
+def _auth() -> dict[str, str]:
+    key = os.environ.get("VLLM_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def _post(url: str, body: dict) -> dict:
     req = urllib.request.Request(f"{url}/v1/completions", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
+                                 {"Content-Type": "application/json", **_auth()})
     with urllib.request.urlopen(req, timeout=600) as r:
         return json.loads(r.read())
 
 
 def _model(url: str) -> str:
-    with urllib.request.urlopen(f"{url}/v1/models", timeout=30) as r:
+    req = urllib.request.Request(f"{url}/v1/models", headers=_auth())
+    with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())["data"][0]["id"]
 
 

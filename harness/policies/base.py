@@ -38,6 +38,10 @@ class Policy:
     schedulers: ClassVar[tuple[str, ...]] = ("fcfs", "program")
     default_sched: ClassVar[str] = "fcfs"
     sched_reason: ClassVar[str] = ""  # why a scheduling order is not offered (planning error)
+    # The server's key check (harness/guard.py) as vLLM's --middleware import path, importable
+    # by the server's interpreter (the repo is on its PYTHONPATH; see continuum for one where
+    # it is not).
+    guard: ClassVar[str] = "harness.guard.Guard"
 
     @classmethod
     def parse_settings(cls, raw: Mapping[str, Any] | None) -> Any:
@@ -66,6 +70,16 @@ class Policy:
     def python(self, cfg) -> str | None:
         """Interpreter for the server if the policy needs its own environment."""
         return None
+
+    def implementation(self, cfg) -> str:
+        """One line saying what runs for this cell (the plan table shows it per policy, so a
+        substitution can never pass unseen): the code and the engine it runs on."""
+        return f"plain {self._engine(cfg)}"
+
+    def _engine(self, cfg) -> str:
+        py = self.python(cfg)
+        where = f" from {py}" if py else ""
+        return f"{cfg.engine.package} {cfg.engine.version}{where}"
 
     def validate(self, cfg) -> None:
         """Raise ConfigError for settings that cannot work (runs at planning time)."""

@@ -10,8 +10,10 @@ Environment: ``PYTHONPATH`` is exactly ``harness/policies/continuum_site`` (kvbe
 packages stay out of the fork's interpreter), whose ``sitecustomize`` gives each finished turn
 a tool name when its output has none (random weights never write one), so the fork's own
 pinning rule can act; ``KVBENCH_CONTINUUM_TOOL`` is that name. The shim loads only
-``harness/hints.py`` (the hint format, standard library only) by its file path. Settings:
-``ContinuumSettings`` below. See docs/policies/continuum.md.
+``harness/hints.py`` (the hint format, standard library only) by its file path, and
+``continuum_site/kvbench_guard.py`` loads ``harness/guard.py`` (the server's key check, the
+``--middleware`` every kvbench server gets) the same way. Settings: ``ContinuumSettings``
+below. See docs/policies/continuum.md.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from harness.policies.settings import Settings, setting, show
 
 SHIM_DIR = Path(__file__).resolve().with_name("continuum_site")
 HINTS_FILE = SHIM_DIR.parents[1] / "hints.py"  # the shim loads the hint format by its path
+GUARD_FILE = SHIM_DIR.parents[1] / "guard.py"  # and kvbench_guard the server guard
 HOW = (
     "build it as docs/policies/continuum.md says, "
-    "then export KVBENCH_CONTINUUM_PYTHON=<env>/bin/python"
+    "then export KVBENCH_CONTINUUM_PYTHON=<env>/bin/python; or run kvbench's portable "
+    "Continuum instead: policy=continuum_ttl"
 )
 FORK_FILE = "v1/core/estimate_with_func.py"  # Continuum's estimator, beside its scheduler
 # Run by the fork's interpreter: where its vllm lives, and whether it has Continuum's estimator.
@@ -70,12 +74,21 @@ class Continuum(Policy):
     schedulers = ("fcfs",)
     sched_reason = ("the fork schedules with its own --scheduling-policy continuum, which is "
                     "program-level already; request priorities would need priority scheduling")
+    # kvbench's packages are not on the fork's path: the guard (harness/guard.py, standard
+    # library only) is loaded there by its file path (continuum_site/kvbench_guard.py). The
+    # fork (vLLM 0.10.2) has --middleware and adds it last, outermost, as mainline does.
+    guard = "kvbench_guard.Guard"
 
     def python(self, cfg) -> str | None:
         return self.settings(cfg).python or None
 
     def server_args(self, cfg) -> list[str]:
         return ["--scheduling-policy", "continuum"] + super().server_args(cfg)
+
+    def implementation(self, cfg) -> str:
+        py = self.python(cfg) or "KVBENCH_CONTINUUM_PYTHON (unset)"
+        return ("the Continuum fork (Hanchenli/vllm-continuum, vLLM 0.10.2, "
+                f"--scheduling-policy continuum) from {py}")
 
     def server_env(self, cfg) -> dict[str, str]:
         env = {"PYTHONPATH": str(SHIM_DIR)}
@@ -92,7 +105,8 @@ class Continuum(Policy):
                 f"policy.env.{owned[0]} is set by policy=continuum (the fork's shim); remove it "
                 f"(the tool name is policy.settings.default_tool)"
             )
-        for need in (SHIM_DIR / "sitecustomize.py", HINTS_FILE):
+        for need in (SHIM_DIR / "sitecustomize.py", SHIM_DIR / "kvbench_guard.py", HINTS_FILE,
+                     GUARD_FILE):
             if not need.is_file():
                 raise ConfigError(
                     f"policy=continuum needs its shim's {need}, which this install lacks; run "

@@ -90,3 +90,10 @@ class ContinuumTtl(PluginPolicy):
 
     def server_args(self, cfg) -> list[str]:
         return super().server_args(cfg) + self.scheduler_args(self.settings(cfg), cfg.sched)
+
+    def implementation(self, cfg) -> str:
+        s = self.settings(cfg)
+        order = ("program order, pinned jobs first" if self.scheduler_args(s, cfg.sched)
+                 else "program order" if str(cfg.sched) == "program" else "engine FCFS order")
+        return (f"kvbench's portable Continuum ({self.connector}, TTL rule {s.ttl_rule}, "
+                f"{order}), on {self._engine(cfg)}")

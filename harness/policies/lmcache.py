@@ -76,6 +76,10 @@ class LMCache(Policy):
     def files(self, cfg) -> dict[str, str]:
         return {CONFIG_FILE: config_text(cfg)}
 
+    def implementation(self, cfg) -> str:
+        size = lmcache_config(cfg)["max_local_cpu_size"]
+        return f"LMCache's LMCacheConnectorV1, {size} GB local CPU backend, on {self._engine(cfg)}"
+
     def validate(self, cfg) -> None:
         super().validate(cfg)
         config_text(cfg)

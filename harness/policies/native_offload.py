@@ -62,6 +62,12 @@ class NativeOffload(Policy):
     engine_reason = "vLLM's OffloadingConnector refuses the CPU backend"
     settings_type = NativeOffloadSettings
 
+    def implementation(self, cfg) -> str:
+        conf = transfer_config(cfg)
+        gib = conf["kv_connector_extra_config"].get("cpu_bytes_to_use", 0) / 2**30
+        tier = f", {gib:g} GiB CPU tier" if gib else ""
+        return f"vLLM's own {conf['kv_connector']}{tier}, on {self._engine(cfg)}"
+
     def server_args(self, cfg) -> list[str]:
         return ["--kv-transfer-config", json.dumps(transfer_config(cfg))] + super().server_args(cfg)
 

@@ -61,6 +61,9 @@ class PluginPolicy(Policy):
     def server_args(self, cfg) -> list[str]:
         return self.transfer_args(self.settings(cfg)) + super().server_args(cfg)
 
+    def implementation(self, cfg) -> str:
+        return f"kvbench's {self.connector} ({self.module}), on {self._engine(cfg)}"
+
     def server_env(self, cfg) -> dict[str, str]:
         env = self.transfer_env(self.settings(cfg))
         env.pop("PYTHONPATH", None)  # harness.server puts the repo on PYTHONPATH already

