@@ -3,7 +3,8 @@
 States, in the order they are checked (the first that applies wins):
 
 - ``missing``: the sweep's matrix names the cell but it has no folder.
-- ``failed``: the cell manifest says ``status: failed``.
+- ``failed``: the cell manifest says ``status: failed`` or ``interrupted`` (a signal stopped
+  it: a cancel, Ctrl-C, a pre-emption; it runs again on the next sweep).
 - ``lag``: the client's lag flag is set (its arrivals were late: the load was not the JPS).
 - ``running``: a folder without DONE and without data yet.
 - ``no_data``: DONE is there but turns/jobs are not.
@@ -27,7 +28,7 @@ STATE_TEXT = {
     "ok": "ok",
     "unfinished": "no DONE marker (running or interrupted); numbers provisional",
     "missing": "in the sweep matrix, no cell folder",
-    "failed": "manifest status: failed",
+    "failed": "manifest status: failed or interrupted",
     "lag": "client lag flag set: arrivals were late",
     "running": "no data yet (no DONE)",
     "no_data": "DONE but no turns/jobs parquet",
@@ -60,7 +61,7 @@ def _turn_counts(turns: pd.DataFrame) -> pd.DataFrame:
 def _state(r: pd.Series, max_failed_frac: float) -> str:
     if not r["folder"]:
         return "missing"
-    if r["manifest_status"] == "failed":
+    if r["manifest_status"] in ("failed", "interrupted"):
         return "failed"
     if r["lag_flag"]:
         return "lag"

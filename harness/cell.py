@@ -2,25 +2,37 @@
 
 A cell folder is complete when it holds ``DONE``, written last. A cell that runs again (a
 resume, a requeue after pre-emption) first moves whatever an earlier attempt left into
-``_attempts/<n>/`` (ignored by pyarrow datasets), so it restarts cleanly and loses nothing.
+``_attempts/<n>/`` (ignored by pyarrow datasets), so it restarts cleanly and loses nothing. A
+complete cell is never moved or rewritten, but by an explicit rerun (``sweep --rerun``).
+
+The process that runs a cell holds the cell folder's lock (``harness.lock``, ``_kvbench.lock``)
+from before it looks at the folder until it is done with it: a second writer (another sweep,
+another SLURM job, ``launch cell``) is refused, naming the holder.
 
 Status in the manifest: ``ok`` (the measurement ran to its end with a healthy server; request
-errors, if any, are rows), ``failed`` (our side failed: the server did not start or died, the
-cell was interrupted). Only ``ok`` cells get ``DONE``.
+errors, if any, are rows), ``failed`` (our side failed: the server did not start or died),
+``interrupted`` (a signal stopped it: SIGTERM/SIGINT/SIGHUP from a cancel, Ctrl-C or the
+scheduler, or the scheduler's pre-emption / time-out signal, SIGUSR2; ``error`` names it). Only
+``ok`` cells get ``DONE``; failed and interrupted cells run again on the next ``sweep``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from omegaconf import OmegaConf
 
 import workloads
@@ -29,6 +41,7 @@ from harness import records
 from harness.cellkey import CellKey
 from harness.client import AgentClient, ClientOptions, ClientResult
 from harness.errors import CellFailed, KvbenchError
+from harness.lock import CELL_LOCK, FolderLock
 from harness.metrics import MetricRows, scrape_loop
 from harness.records import DONE, ClientSummary, EngineInfo, Manifest, is_done
 from harness.server import Server, redact_env
@@ -36,9 +49,23 @@ from harness.server import Server, redact_env
 log = logging.getLogger(__name__)
 
 
-def archive_previous(cell_dir: Path) -> int:
-    """Move an earlier attempt's files to _attempts/<n>/; return this attempt's number."""
+class CellComplete(KvbenchError):
+    """A complete cell (``DONE``) would have been moved or rewritten: refused."""
+
+
+def archive_previous(cell_dir: Path, rerun: bool = False) -> int:
+    """Move an earlier attempt's files to _attempts/<n>/; return this attempt's number.
+
+    Files whose name starts with ``_`` stay (``_attempts/``, the cell lock). A complete cell
+    (``DONE``) is refused with :class:`CellComplete` and left as it is, unless ``rerun`` (an
+    explicit ``sweep --rerun`` of it): then ``DONE`` moves first, so an archive cut short
+    leaves an incomplete cell, never a ``DONE`` without its records."""
+    if is_done(cell_dir) and not rerun:
+        raise CellComplete(f"{cell_dir} is complete (DONE): its files are never moved or "
+                           "rewritten but by an explicit rerun "
+                           "(python -m launch sweep --rerun PATTERN ...)")  # fmt: skip
     leftovers = [p for p in cell_dir.iterdir() if not p.name.startswith("_")]
+    leftovers.sort(key=lambda p: p.name != DONE)
     prev = sorted(int(p.name) for p in (cell_dir / "_attempts").glob("*") if p.name.isdigit())
     n = (prev[-1] if prev else 0) + 1
     if not leftovers:
@@ -50,6 +77,13 @@ def archive_previous(cell_dir: Path) -> int:
     return n + 1
 
 
+def cell_lock(cell_dir: Path) -> FolderLock:
+    """The lock a cell's writer holds on its folder (not yet acquired)."""
+    return FolderLock(Path(cell_dir), CELL_LOCK, "cell folder",
+                      hint="another process runs this cell; wait for it to end, or stop it "
+                           "(python -m launch cancel <sweep>)")  # fmt: skip
+
+
 class _Interrupted(KvbenchError):
     pass
 
@@ -58,6 +92,36 @@ class _Stop:
     """The stop signal this process received, if any (process-wide, as signal handlers are)."""
 
     got: str | None = None
+    preempt: str | None = None  # the scheduler's pre-emption / time-out signal, e.g. SIGUSR2
+
+
+PREEMPTED = "pre-empted or timed out: the scheduler's signal; submitit requeues the cell if it can"
+
+
+def _preempt_signal() -> signal.Signals:
+    """The signal submitit takes as pre-emption / time-out (``SUBMITIT_PREEMPT_SIGNAL``)."""
+    name = "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    return getattr(signal, name, signal.SIGUSR2)
+
+
+def _stop_error(exc: BaseException | None = None) -> str:
+    """The recorded error of a cell stopped by a signal: the signal, named, first (a server
+    that exited because the same signal reached it is a consequence, not the cause)."""
+    sig = _Stop.got
+    text = f"_Interrupted: received {sig}"
+    if sig is not None and sig == _Stop.preempt:
+        text += f" ({PREEMPTED})"
+    quiet = (KvbenchError, SystemExit, KeyboardInterrupt, asyncio.CancelledError)
+    if exc is not None and not isinstance(exc, quiet):
+        text += f"; then {type(exc).__name__}: {exc}"  # e.g. submitit: "Job not requeued ..."
+    return text
+
+
+def _failure(exc: BaseException) -> tuple[str, str]:
+    """(manifest status, error) of a cell that ended with ``exc``."""
+    if _Stop.got:
+        return "interrupted", _clip(_stop_error(exc))
+    return "failed", _clip(f"{type(exc).__name__}: {exc}")
 
 
 def _stop_requested() -> str | None:
@@ -74,8 +138,8 @@ def _raise_if_stopped() -> None:
 
 @contextlib.contextmanager
 def _signals_raise():
-    """SIGTERM/SIGINT (scheduler time-out, scancel, ``launch cancel``, Ctrl-C) unwind the cell,
-    so the server context manager stops the server group before the process exits.
+    """SIGTERM/SIGINT/SIGHUP (scancel, ``launch cancel``, Ctrl-C, a closed terminal) unwind
+    the cell, so the server context manager stops the server group before the process exits.
 
     The first signal raises where it lands and is remembered: if that exception is swallowed,
     the client's loop aborts its jobs (``_drive``) and the cell raises at its next safe point
@@ -91,16 +155,34 @@ def _signals_raise():
         _Stop.got = name
         raise _Interrupted(f"received {name}")
 
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    _Stop.got = None
+    preempt = _preempt_signal()
+    before = signal.getsignal(preempt)
+
+    def on_preempt(signum, frame):
+        """The scheduler's pre-emption / time-out signal: remember it (so the records name it,
+        not what it causes: the server exiting, the requeue's SIGTERM), then let submitit's
+        own handler checkpoint and requeue the job."""
+        name = signal.Signals(signum).name
+        log.warning("received %s: %s", name, PREEMPTED)
+        if not _Stop.got:
+            _Stop.got = _Stop.preempt = name
+        if callable(before):
+            before(signum, frame)
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    _Stop.got = _Stop.preempt = None
     for s in old:
         signal.signal(s, handler)
+    if callable(before):  # only under submitit; elsewhere the signal keeps its default action
+        signal.signal(preempt, on_preempt)
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        _Stop.got = None
+        if callable(before):
+            signal.signal(preempt, before)
+        _Stop.got = _Stop.preempt = None
 
 
 @contextlib.contextmanager
@@ -118,13 +200,13 @@ def _cell_log(path: Path):
         h.close()
 
 
-def run_cell(cfg, cell_dir: str | Path) -> Manifest | None:
+def run_cell(cfg, cell_dir: str | Path, rerun: bool = False) -> Manifest | None:
     """Run one cell into ``cell_dir``; return its manifest (None: it was complete already).
     Raises CellFailed if it failed."""
-    return run_cells([cfg], [cell_dir])[0]
+    return run_cells([cfg], [cell_dir], rerun=[cell_dir] if rerun else ())[0]
 
 
-def run_cells(cfgs: list, cell_dirs: list) -> list[Manifest | None]:
+def run_cells(cfgs: list, cell_dirs: list, rerun=()) -> list[Manifest | None]:
     """Run cells that differ only in JPS on one server, one after another.
 
     With more than one cell to run, the server is shared: before each cell after the first,
@@ -132,16 +214,37 @@ def run_cells(cfgs: list, cell_dirs: list) -> list[Manifest | None]:
     ``reset_external``, so offload tiers are emptied too), and the manifest records it. The
     server's log is cut per cell; its working folder (policy files, plugin snapshots) is
     ``_server/`` beside the cells.
+
+    Complete cells (``DONE``) are skipped and never touched, except those in ``rerun`` (an
+    explicit ``sweep --rerun``), whose files move to ``_attempts/<n>/`` first. Every cell to
+    run is locked (``cell_lock``) before its folder is looked at again, and stays locked until
+    its records are written: a cell another process holds refuses the whole group
+    (:class:`harness.lock.LockHeld`, naming the holder) before anything is touched.
     """
     dirs = [Path(d) for d in cell_dirs]
-    todo = [(c, d) for c, d in zip(cfgs, dirs, strict=True) if not is_done(d)]
+    again = {Path(d) for d in rerun}
     out: list[Manifest | None] = [None for _ in dirs]
-    if not todo:
+    maybe = [(c, d) for c, d in zip(cfgs, dirs, strict=True) if d in again or not is_done(d)]
+    if not maybe:
         log.info("cells complete; skipped: %s", ", ".join(map(str, dirs)))
         return out
-    for _, d in todo:
-        d.mkdir(parents=True, exist_ok=True)
-    attempts = {d: archive_previous(d) for _, d in todo}
+    with contextlib.ExitStack() as held:
+        locks = {d: held.enter_context(cell_lock(d)) for _, d in maybe}
+        for lk in locks.values():
+            if lk.took_over is not None:
+                log.warning("%s", lk.takeover_line())
+        # Under the locks: another writer may have completed a cell since it was looked at.
+        todo = [(c, d) for c, d in maybe if d in again or not is_done(d)]
+        if not todo:
+            log.info("cells complete; skipped: %s", ", ".join(map(str, dirs)))
+            return out
+        _run_locked(todo, dirs, again, locks, out)
+    return out
+
+
+def _run_locked(todo: list, dirs: list[Path], again: set[Path], locks: dict[Path, FolderLock],
+                out: list[Manifest | None]) -> None:  # fmt: skip
+    attempts = {d: archive_previous(d, rerun=d in again) for _, d in todo}
     shared = len(todo) > 1
     workdir = todo[0][1].parent / "_server" if shared else todo[0][1]
     workdir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +257,7 @@ def run_cells(cfgs: list, cell_dirs: list) -> list[Manifest | None]:
                 with _cell_log(todo[0][1] / "client.log"):
                     server.__enter__()
             except BaseException as e:
-                why = _clip(f"{type(e).__name__}: {e}")
+                why = _failure(e)[1]
                 if isinstance(e, KvbenchError):
                     raise CellFailed(f"cell {todo[0][1]} failed: {why}") from e
                 raise
@@ -163,33 +266,40 @@ def run_cells(cfgs: list, cell_dirs: list) -> list[Manifest | None]:
                 with _cell_log(d / "client.log"):
                     if k:
                         man.server["cache_reset"] = asyncio.run(reset_between_cells(server))
-                    _measure(cfg, d, man, server, workdir)
+                    _measure(cfg, d, man, server, workdir, locks[d])
                 out[dirs.index(d)] = man
         finally:
             server.stop()
+            status = "failed"
             if _stop_requested():
-                why = f"_Interrupted: received {_stop_requested()}"
+                status, why = "interrupted", _stop_error()
             for man, (_, d) in zip(mans, todo, strict=True):
                 if man.status == "running":  # never measured: the server failed first
-                    man.status, man.error = "failed", why
+                    man.status, man.error = status, why
                     _finish(d, man, None, MetricRows(), done=False)
-    return out
 
 
 def _man_start(cfg, cell_dir: Path, attempt: int, server: Server, shared: bool) -> Manifest:
     man = manifest_head(cfg, attempt)
     man.server = {"argv": server.command.argv, "env": redact_env(server.command.env),
                   "shared": shared, "workdir": str(server.workdir)}  # fmt: skip
-    man.write(cell_dir)
+    try:
+        man.write(cell_dir)
+    except OSError as e:  # a full disk before anything ran: one line, nothing started
+        why = records.write_failure(e, cell_dir / records.MANIFEST)
+        raise CellFailed(f"cell {cell_dir} failed: {why}") from e
+    records.reserve_space(cell_dir)  # given back to record the failure if the disk fills
     return man
 
 
-def _measure(cfg, cell_dir: Path, man: Manifest, server: Server, workdir: Path) -> None:
+def _measure(cfg, cell_dir: Path, man: Manifest, server: Server, workdir: Path,
+             lock: FolderLock | None = None) -> None:  # fmt: skip
     wl = workloads.build(cfg)
     man.workload = {**OmegaConf.to_container(cfg.workload, resolve=True), **wl.summary()}  # type: ignore[dict-item]
     res: ClientResult | None = None
     metrics = MetricRows()
     log_from = server.log_size()
+    keep = (server, workdir, log_from)
     try:
         man.times["server_ready_unix"] = time.time()
         res = asyncio.run(_drive(cfg, server, wl, cell_dir, metrics))
@@ -199,17 +309,18 @@ def _measure(cfg, cell_dir: Path, man: Manifest, server: Server, workdir: Path) 
             raise CellFailed(f"server exited (code {server.proc.returncode}) during the cell")
         man.status = "ok"
     except BaseException as e:
-        man.status, man.error = "failed", _clip(f"{type(e).__name__}: {e}")
-        _keep_server_files(server, workdir, cell_dir, log_from)
-        _finish(cell_dir, man, res, metrics, done=False)
+        man.status, man.error = _failure(e)
+        _finish(cell_dir, man, res, metrics, done=False, keep=keep)
         if isinstance(e, KvbenchError):
             raise CellFailed(f"cell {cell_dir} failed: {man.error}") from e
         raise
-    _keep_server_files(server, workdir, cell_dir, log_from)
-    _finish(cell_dir, man, res, metrics, done=True)
+    _finish(cell_dir, man, res, metrics, done=True, keep=keep,
+            before_done=lock.clear if lock is not None else None)
+    if man.status != "ok":  # its records could not be written (a full disk)
+        raise CellFailed(f"cell {cell_dir} failed: {man.error}")
 
 
-def _keep_server_files(server: Server, workdir: Path, cell_dir: Path, log_from: int) -> None:
+def _keep_server_files(server: Server, workdir: Path, log_from: int, cell_dir: Path) -> None:
     """The cell's slice of the server log, and the plugins' stats snapshots, into the cell."""
     if workdir == cell_dir:
         return
@@ -268,6 +379,7 @@ def manifest_head(cfg, attempt: int) -> Manifest:
         versions=versions,
         git=mf.git_commit(),
         host=mf.host(),
+        process=mf.process(),
         scheduler=mf.scheduler(),
         attempt=attempt,
         times={"start_utc": datetime.now(UTC).isoformat(), "start_unix": time.time()},
@@ -286,11 +398,18 @@ async def _drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows) -
     client = AgentClient(server.url, server.api_key, opts)
     stop = asyncio.Event()
 
-    def tick() -> None:
-        records.write_json(
-            {"jobs_done": client.jobs_done, "jobs_total": wl.n_jobs, "t_s": client.now(),
-             "state": "running"}, cell_dir / records.PROGRESS,
-        )  # fmt: skip
+    warned: list[str] = []
+
+    def tick() -> None:  # progress is for status and the bar: a failed write only logs
+        try:
+            records.write_json(
+                {"jobs_done": client.jobs_done, "jobs_total": wl.n_jobs, "t_s": client.now(),
+                 "state": "running"}, cell_dir / records.PROGRESS,
+            )  # fmt: skip
+        except OSError as e:
+            if not warned:
+                warned.append(records.write_failure(e, cell_dir / records.PROGRESS))
+                log.warning("progress not updated: %s", warned[0])
 
     baseline, t_base = await _baseline_scrape(server.url)
     run = asyncio.create_task(client.run(wl))
@@ -338,18 +457,82 @@ async def _watch(server: Server, client: AgentClient) -> None:
 
 
 def _finish(cell_dir: Path, man: Manifest, res: ClientResult | None, metrics: MetricRows,
-            done: bool) -> None:
+            done: bool, keep: tuple[Server, Path, int] | None = None,
+            before_done: Callable[[], object] | None = None) -> None:
+    """Write the cell's records and its manifest, then, for a cell that measured to its end
+    (``done``), ``DONE``, last.
+
+    Every file is whole or absent (``records``' writers). A write that fails (a full disk, a
+    quota, an I/O error) fails the cell: the records that can still be written are, and the
+    manifest gets status ``failed`` and one line naming the file and the disk (``disk full
+    (ENOSPC): ...``), written into the space the cell reserved at its start. If even that
+    cannot be written, the error is logged and the cell is left without ``DONE``.
+    ``before_done`` runs right before ``DONE`` is written (the cell lock marks itself free
+    there: nothing in a complete cell changes after its ``DONE``)."""
     if res is not None:
-        records.write_table(records.turn_rows(res.turns), records.TURNS, cell_dir / "turns.parquet")
-        records.write_table(records.job_rows(res.jobs), records.JOBS, cell_dir / "jobs.parquet")
         man.client = _client_summary(man.config["workload"]["max_lag_s"], res)
-    records.write_table(metrics.__dict__, records.METRICS, cell_dir / "metrics.parquet")
     man.times["end_utc"] = datetime.now(UTC).isoformat()
     man.times["wall_s"] = time.time() - man.times["start_unix"]
-    man.write(cell_dir)
+    steps: list[tuple[Path, Callable[[], object]]] = []
+    if keep is not None:
+        server, workdir, log_from = keep
+        steps.append((cell_dir / "server.log",
+                      lambda: _keep_server_files(server, workdir, log_from, cell_dir)))  # fmt: skip
+    tables: list[tuple[str, Any, pa.Schema]] = []
+    if res is not None:
+        tables += [("turns.parquet", records.turn_rows(res.turns), records.TURNS),
+                   ("jobs.parquet", records.job_rows(res.jobs), records.JOBS)]  # fmt: skip
+    tables.append(("metrics.parquet", metrics.__dict__, records.METRICS))
+    for name, rows, schema in tables:
+        steps.append((cell_dir / name, functools.partial(records.write_table, rows, schema,
+                                                         cell_dir / name)))  # fmt: skip
+    failure: str | None = None
+    for path, step in steps:
+        try:
+            step()
+        except OSError as e:
+            failure = failure or records.write_failure(e, path)
+            log.error("could not write %s: %s", path, records.write_failure(e, path))
+    if failure is None:
+        failure = _write_manifest(cell_dir, man, done, before_done)
+    if failure is not None:
+        _record_write_failure(cell_dir, man, failure)
     (cell_dir / records.PROGRESS).unlink(missing_ok=True)
-    if done:
-        records.write_text(datetime.now(UTC).isoformat() + "\n", cell_dir / DONE)
+    records.release_space(cell_dir)
+
+
+def _write_manifest(cell_dir: Path, man: Manifest, done: bool,
+                    before_done: Callable[[], object] | None = None) -> str | None:
+    """The manifest, then DONE for a cell that ended ok; the failure's line if one failed."""
+    try:
+        man.write(cell_dir)
+    except OSError as e:
+        return records.write_failure(e, cell_dir / records.MANIFEST)
+    if done and man.status == "ok":
+        if before_done is not None:
+            before_done()
+        try:
+            records.write_text(datetime.now(UTC).isoformat() + "\n", cell_dir / DONE)
+        except OSError as e:
+            return records.write_failure(e, cell_dir / DONE)
+    return None
+
+
+def _record_write_failure(cell_dir: Path, man: Manifest, failure: str) -> None:
+    """Fail the cell for a record it could not write; the manifest goes into the reserve."""
+    log.error("cell %s failed: %s", cell_dir, failure)
+    if man.status == "ok":
+        man.status, man.error = "failed", failure
+    else:  # already failed: keep why, and add what could not be written
+        man.error = _clip(f"{man.error}\n{failure}")
+    records.release_space(cell_dir)
+    with contextlib.suppress(OSError):
+        (cell_dir / DONE).unlink(missing_ok=True)
+    try:
+        man.write(cell_dir)
+    except OSError as e:
+        log.error("could not record the failure in %s: %s", cell_dir / records.MANIFEST,
+                  records.write_failure(e, cell_dir / records.MANIFEST))  # fmt: skip
 
 
 def _client_summary(max_lag_s: float, res: ClientResult) -> ClientSummary:

@@ -4,8 +4,10 @@ Each job starts at its scheduled arrival whatever the server is doing; inside a 
 is sent after turn k ended and its tool time passed. Requests stream (``/v1/completions``,
 prompt as token ids) so TTFT is measured. A request that fails before any byte came back
 (a stale pooled connection, say) is retried up to ``max_retries`` times and the retries are
-recorded; any other failure, or a time-out, ends the job: the turn becomes an error row and
-the job's later turns ``not_sent`` rows. Nothing is silently missing.
+recorded; any other failure, or a time-out, ends the job: the turn becomes an error row
+(status ``timeout`` when no complete answer came within ``request_timeout_s``, whether the
+server stalled before the first byte or mid-stream; never retried, since the server may still
+be working on it) and the job's later turns ``not_sent`` rows. Nothing is silently missing.
 """
 
 from __future__ import annotations
@@ -141,6 +143,9 @@ class AgentClient:
             # an httpx.AsyncClient (openai._httpx2.is_legacy_httpx_async_client).
             http_client=self.http,  # type: ignore[arg-type]
             max_retries=0,
+            # Given, not left to openai: it takes the http client's timeout unless that equals
+            # httpx's default (5 s), which it replaces by its own 600 s.
+            timeout=opts.request_timeout_s,
         )
         self.jobs_done = 0
         self.jobs_total = 0
@@ -267,9 +272,11 @@ class AgentClient:
                     "job %d turn %d: no byte back (%r), retrying", job.job_id, turn, e.__cause__
                 )
                 continue
-            except TimeoutError:
+            except (TimeoutError, openai.APITimeoutError, httpx.TimeoutException):
+                # asyncio's limit on the whole request, or httpx's on one read (a stall of the
+                # same length mid-stream), whichever fires first: the same time-out
                 return self._fail(
-                    tr, "timeout", f"no complete answer in {self.opts.request_timeout_s:.0f} s"
+                    tr, "timeout", f"no complete answer in {self.opts.request_timeout_s:g} s"
                 )
             except Exception as e:  # noqa: BLE001 - any failure of the server is data
                 return self._fail(tr, "error", f"{type(e).__name__}: {e}")
@@ -311,7 +318,9 @@ class AgentClient:
                     if chunk.get("usage") is not None:
                         _usage(tr, chunk["usage"])
         except (openai.APIConnectionError, httpx.TransportError) as e:
-            if not got_byte and not isinstance(e, openai.APITimeoutError):
+            # a time-out is never retried: the server may be working on the request
+            timed_out = isinstance(e, (openai.APITimeoutError, httpx.TimeoutException))
+            if not got_byte and not timed_out:
                 raise _NoByte() from e
             raise
         tr.last_token_s = self.now()

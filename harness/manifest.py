@@ -83,6 +83,17 @@ def host() -> dict:
     }
 
 
+def process() -> dict:
+    """The process that runs the cell: its pid, host and start time (``launch status`` tells
+    a cell killed outright, whose manifest still says running, by this pid being gone)."""
+    pid = os.getpid()
+    try:
+        started: float | None = psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        started = None
+    return {"pid": pid, "host": socket.gethostname(), "started_unix": started}
+
+
 def scheduler() -> dict[str, str | None]:
     keys = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_NODELIST",
             "SLURM_RESTART_COUNT", "SUBMITIT_EXECUTOR")  # fmt: skip

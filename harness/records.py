@@ -7,14 +7,18 @@ earlier version), the completion marker, and atomic writers. Every file is writt
 ``.<name>.tmp`` in the same folder and renamed into place, so a reader never sees half a
 file and a kill leaves at most a hidden temporary. Its mode is what the user's umask gives a
 new file (``0o666 & ~umask``), never world-writable (:func:`file_mode`), whatever the writer
-library or a leftover temporary had.
+library or a leftover temporary had. A write that fails (a full disk: :func:`disk_full`)
+removes its temporary and raises; :func:`write_failure` words it in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,13 +58,20 @@ SCHEMAS = {"turns": TURNS, "jobs": JOBS, "metrics": METRICS}  # <kind>.parquet o
 DONE = "DONE"  # the completion marker, written last
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
+# Space a running cell holds in its folder (hidden, so ignored by readers), given back to write
+# its manifest if the disk fills: the cell's failure is recorded even on a full disk.
+RESERVE = ".reserve"
+RESERVE_BYTES = 256 * 1024
 MANIFEST_VERSION = 2
 # Versions of manifest.json (``kvbench_manifest``):
 #   (none) synthetic sweeps of analysis.synth before v2; read as v1.
 #   1      engine {name, pinned_version}; analysis read a "version" key that was never written.
 #   2      engine {name, pinned_version, installed_version}; the cell holds every axis of
 #          harness.cellkey (a v1 cell reads with later axes at their legacy values).
-STATUSES = ("running", "ok", "failed")
+# ok: measured to its end (only ok cells get DONE); failed: our side failed; interrupted: a
+# signal stopped it (cancel, Ctrl-C, the scheduler's pre-emption); failed and interrupted cells
+# run again on the next sweep. A "running" manifest whose process is gone was killed outright.
+STATUSES = ("running", "ok", "failed", "interrupted")
 
 
 @dataclass
@@ -102,6 +113,7 @@ class Manifest:
     versions: dict[str, Any] = field(default_factory=dict)
     git: dict[str, Any] = field(default_factory=dict)
     host: dict[str, Any] = field(default_factory=dict)
+    process: dict[str, Any] = field(default_factory=dict)  # pid, host, started_unix of the writer
     scheduler: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
     times: dict[str, Any] = field(default_factory=dict)
@@ -144,6 +156,7 @@ class Manifest:
             versions=d.get("versions") or {},
             git=d.get("git") or {},
             host=d.get("host") or {},
+            process=d.get("process") or {},
             scheduler=d.get("scheduler") or {},
             attempt=int(d.get("attempt") or 1),
             times=d.get("times") or {},
@@ -221,6 +234,23 @@ def _place(tmp: Path, path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _atomic(path: Path):
+    """Yield the temporary of ``path`` to write; then move it into place. If writing or
+    placing fails (a full disk, an I/O error, an exception in the writer), the temporary is
+    removed and the error raised: the target is untouched, no half file or temporary is left."""
+    tmp = tmp_path(path)
+    try:
+        yield tmp
+        _place(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # the error names the file (pyarrow's and write()'s do not)
+        raise
+
+
 def write_table(rows: list[dict] | dict[str, list], schema: pa.Schema, path: Path) -> Path:
     if isinstance(rows, dict):
         table = pa.Table.from_pydict(rows, schema=schema)
@@ -230,18 +260,97 @@ def write_table(rows: list[dict] | dict[str, list], schema: pa.Schema, path: Pat
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
-    tmp = tmp_path(path)
-    pq.write_table(table, tmp)
-    return _place(tmp, path)
+    with _atomic(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
 
 
 def write_json(obj: Any, path: Path) -> Path:
-    tmp = tmp_path(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-    return _place(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+    with _atomic(path) as tmp:
+        tmp.write_text(text)
+    return path
 
 
 def write_text(text: str, path: Path) -> Path:
-    tmp = tmp_path(path)
-    tmp.write_text(text)
-    return _place(tmp, path)
+    with _atomic(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """The error (or one it was raised from) says the disk or the quota is full. pyarrow's
+    errors carry the errno in their text only ("[errno 28] No space left on device")."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and (
+            exc.errno in DISK_FULL_ERRNOS
+            or "no space left on device" in str(exc).lower()
+            or "disk quota exceeded" in str(exc).lower()
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def mount_point(path: Path) -> Path:
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    while not os.path.ismount(p) and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def disk_note(path: Path) -> str:
+    """``<mount point>: <free> free of <total>`` for the disk that holds ``path``."""
+    mount = mount_point(path)
+    try:
+        du = shutil.disk_usage(mount)
+    except OSError as e:
+        return f"{mount}: usage unknown ({e.strerror or e})"
+    return f"{mount}: {_size(du.free)} free of {_size(du.total)}"
+
+
+def write_failure(exc: BaseException, path: Path | None) -> str:
+    """One line for a record that could not be written to ``path``: ``disk full (ENOSPC): no
+    space left on device writing <path> (<mount>: 0 B free of 8.0 MiB)``, else the error."""
+    target = f" writing {path} ({disk_note(path)})" if path is not None else ""
+    if disk_full(exc):
+        code = "EDQUOT" if getattr(exc, "errno", None) == errno.EDQUOT else "ENOSPC"
+        what = "disk quota exceeded" if code == "EDQUOT" else "no space left on device"
+        return f"disk full ({code}): {what}{target}"
+    where = f" (writing {path})" if path is not None else ""
+    return f"{type(exc).__name__}: {exc}{where}".replace("\n", " ")
+
+
+def reserve_space(cell_dir: Path, nbytes: int = RESERVE_BYTES) -> bool:
+    """Hold ``nbytes`` of the disk in ``<cell>/.reserve`` (written, not sparse) while the cell
+    runs; :func:`release_space` gives it back. Best effort: False if the disk cannot give it."""
+    path = Path(cell_dir) / RESERVE
+    try:
+        with open(path, "wb") as f:
+            f.write(b"\0" * nbytes)
+        return True
+    except OSError:
+        release_space(cell_dir)
+        return False
+
+
+def release_space(cell_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (Path(cell_dir) / RESERVE).unlink(missing_ok=True)

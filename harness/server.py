@@ -7,6 +7,8 @@ on the command line, so it reaches neither ``ps`` nor a manifest nor a log. Ever
 covers ``/v1/*`` only); callers in this process find it by the server's URL
 (``guard.auth_headers``). A host beyond loopback needs ``expose=true`` and is logged as a
 warning. Stopping terminates the whole group, waits, then kills: nothing of it is left running.
+The server gets SIGTERM if the cell process dies (even by SIGKILL), and each of its own
+processes (engine core, workers) SIGKILL if its parent dies (``harness/server_site``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from harness.errors import ConfigError, ServerStartError
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
+SERVER_SITE = Path(__file__).resolve().with_name("server_site")  # sitecustomize: die with parent
 SECRET_ENV = (guard.KEY_ENV,)
 EXPOSED_ENV = "KVBENCH_EXPOSED"  # the exposure warning, so the manifest's server.env records it
 LOG_MODE = 0o664  # the server log: the umask applies on top; never world-writable
@@ -83,8 +86,10 @@ def base_args(cfg, host: str, port: int) -> list[str]:
 
 def base_env(cfg) -> dict[str, str]:
     env = {"VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # server_site first: its sitecustomize makes every process of the server die with its
+    # parent (the engine core and workers too, when the API server is killed outright)
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in [str(REPO), os.environ.get("PYTHONPATH", "")] if p
+        p for p in [str(SERVER_SITE), str(REPO), os.environ.get("PYTHONPATH", "")] if p
     )
     if cfg.engine.device == "cpu" and cfg.engine.kv_cache_space_gb is not None:
         gb = float(cfg.engine.kv_cache_space_gb)

@@ -4,7 +4,9 @@ here)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import shlex
 import shutil
 import sys
 import time
@@ -16,6 +18,8 @@ from rich.table import Table
 
 from harness.cellkey import NAMES, fmt_value
 from harness.errors import ConfigError, KvbenchError
+from harness.lock import SWEEP_LOCK, FolderLock, Holder
+from harness.records import disk_full, write_failure
 from launch import cancel as cancelmod
 from launch import plan as planmod
 from launch import status as statusmod
@@ -25,7 +29,8 @@ from launch.cluster import check_partition
 console = Console(stderr=False)
 log = logging.getLogger("launch")
 
-USAGE = """python -m launch sweep [--dry-run] [overrides ...]   e.g. gpu=h100 dram=400 jps=[3,6]
+USAGE = """python -m launch sweep [--dry-run] [--wait] [--rerun PATTERN] [overrides ...]
+                                                       e.g. gpu=h100 dram=400 jps=[3,6]
 python -m launch status <sweep folder>
 python -m launch cancel <sweep folder>                 stop its queued and running cells
 python -m launch cell [overrides ...]                  one cell in the foreground
@@ -41,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     sw = sub.add_parser("sweep", parents=[common], help="plan and submit a sweep")
     sw.add_argument("--dry-run", action="store_true", help="print the cells and the batch script")
     sw.add_argument("--no-report", action="store_true", help="local: skip the report at the end")
+    sw.add_argument("--wait", action="store_true",
+                    help="if another command holds the sweep folder, wait for it, then resume")
+    sw.add_argument("--rerun", action="append", default=[], metavar="PATTERN",
+                    help="run these complete cells again (fnmatch over the cell path, e.g. "
+                         "'gpu=cpu/dram=8/policy=fcfs/*'; repeatable); their files move to "
+                         "_attempts/<n>/")  # fmt: skip
     sw.add_argument("overrides", nargs="*")
     st = sub.add_parser("status", parents=[common], help="state of each cell of a sweep folder")
     st.add_argument("folder", type=Path)
@@ -59,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.verb == "sweep":
-            return cmd_sweep(args.overrides, args.dry_run, not args.no_report)
+            return cmd_sweep(args.overrides, args.dry_run, not args.no_report,
+                             rerun=args.rerun, wait=args.wait)  # fmt: skip
         if args.verb == "status":
             return statusmod.show(args.folder, console)
         if args.verb == "cancel":
@@ -73,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     except KvbenchError as e:
         console.print(f"[bold red]failed:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before anything ran (a running sweep handles its own)
+        console.print("interrupted", highlight=False)
+        return 130
     except Exception as e:  # a bug: one line here, the traceback with --debug
+        if not args.debug and isinstance(e, OSError) and disk_full(e):  # the disk, not a bug
+            where = Path(e.filename) if e.filename else None
+            console.print(f"[bold red]failed:[/] {escape(write_failure(e, where))}",
+                          highlight=False, soft_wrap=True)  # fmt: skip
+            return 1
         if args.debug:
             raise
         console.print(f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} "
@@ -97,7 +117,7 @@ def _flags_first(argv: list[str]) -> list[str]:
     return [argv[0], *flags, *rest]
 
 
-_VALUE_FLAGS = {"--out"}  # flags followed by their value
+_VALUE_FLAGS = {"--out", "--rerun"}  # flags followed by their value
 
 
 def cell_table(p: planmod.Plan) -> Table:
@@ -105,8 +125,9 @@ def cell_table(p: planmod.Plan) -> Table:
     for col in (*NAMES, "state", "cell folder"):
         t.add_column(col)
     todo = set(p.todo())
+    again = set(p.rerun())
     for c in p.cells:
-        state = "to run" if c in todo else "done (skipped)"
+        state = "rerun" if c in again else "to run" if c in todo else "done (skipped)"
         t.add_row(*(fmt_value(v) for v in c.as_dict().values()), state, c.rel_dir)
     return t
 
@@ -142,9 +163,10 @@ def workload_line(cfg) -> str:
             f"engine {e.name} ({e.package} {e.version})")
 
 
-def cmd_sweep(overrides: list[str], dry_run: bool, report: bool) -> int:
+def cmd_sweep(overrides: list[str], dry_run: bool, report: bool, rerun: tuple | list = (),
+              wait: bool = False) -> int:  # fmt: skip
     t0 = time.perf_counter()
-    p = planmod.make(overrides)
+    p = planmod.make(overrides, rerun=list(rerun))
     console.print(p.cluster.describe(), highlight=False, soft_wrap=True)
     exp = p.base.experiment
     why = (" (the command names a GPU and no experiment: the seed's sweep for it; "
@@ -172,14 +194,50 @@ def cmd_sweep(overrides: list[str], dry_run: bool, report: bool) -> int:
             f"cluster={p.base.cluster.name} submits with sbatch, which is not on this machine's "
             f"PATH; run the command on the cluster's login node, or add --dry-run to preview"
         )
-    p.sweep.save()
-    todo = p.todo()
-    if not todo:
-        console.print("every cell is complete; nothing to run")
-        return 0
-    if p.executor == "slurm":
-        return _submit_slurm(p, todo)
-    return _run_local(p, todo, report)
+    flags = [*(["--wait"] if wait else []), *(x for r in rerun for x in ("--rerun", r))]
+    command = "python -m launch sweep " + shlex.join([*flags, *overrides])
+    before = {c.rel_dir for c in p.todo()}
+    failed: bool | None = None
+    with sweep_lock(p.sweep.path, wait, command):
+        # Held for a local sweep's whole run, for a SLURM sweep's submission. What was planned
+        # is read again under the lock: another command may have run or submitted cells.
+        p.refresh()
+        p.sweep.save()
+        todo = p.todo()
+        if {c.rel_dir for c in todo} != before:
+            console.print(f"the sweep folder changed since planning: {len(todo)} cell(s) to run "
+                          "now", highlight=False)  # fmt: skip
+        if not todo:
+            console.print("every cell is complete; nothing to run")
+            return 0
+        if p.executor == "slurm":
+            return _submit_slurm(p, todo)
+        failed = _run_local(p, todo)
+    if report:
+        _report(p.sweep.path)
+    return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def sweep_lock(path: Path, wait: bool, command: str):
+    """Hold the sweep folder's lock (``harness.lock``) for the block: a second command on the
+    folder is refused in one line naming the holder (exit 2), or waits with ``--wait``."""
+    lock = FolderLock(path, SWEEP_LOCK, "sweep folder", command=command,
+                      hint=f"add --wait to wait for it; follow it with python -m launch status "
+                           f"{path}, stop it with python -m launch cancel {path}")  # fmt: skip
+
+    def waiting(holder: Holder | None) -> None:
+        who = holder.describe() if holder else "another process"
+        console.print(f"waiting: sweep folder {path} is in use by {who}", highlight=False,
+                      soft_wrap=True, markup=False)  # fmt: skip
+
+    lock.acquire(wait=wait, on_wait=waiting)
+    try:
+        if lock.took_over is not None:
+            console.print(lock.takeover_line(), highlight=False, soft_wrap=True, markup=False)
+        yield lock
+    finally:
+        lock.release()
 
 
 def _preview(p: planmod.Plan) -> None:
@@ -233,7 +291,7 @@ def _submit_slurm(p: planmod.Plan, todo) -> int:
             "not resubmitted"
         )
     items = [(c, p.configs[c], p.cell_dir(c)) for c in todo]
-    jobs = submit.submit_slurm(p.sweep.path, items)
+    jobs = submit.submit_slurm(p.sweep.path, items, rerun=[p.cell_dir(c) for c in p.rerun()])
     p.sweep.add_submission({"time": time.time(), "executor": "slurm", "jobs": jobs})
     arrays = sorted({j["job_id"].split("_")[0] for j in jobs})
     console.print(f"submitted {len(jobs)} cells as {len(arrays)} job array(s): {', '.join(arrays)}")
@@ -241,7 +299,8 @@ def _submit_slurm(p: planmod.Plan, todo) -> int:
     return 0
 
 
-def _run_local(p: planmod.Plan, todo, report: bool) -> int:
+def _run_local(p: planmod.Plan, todo) -> bool:
+    """Run the cells here, one server group after another; True if any failed."""
     from launch.local import run_serially
 
     t0 = time.perf_counter()
@@ -249,9 +308,7 @@ def _run_local(p: planmod.Plan, todo, report: bool) -> int:
     console.print(f"sweep {p.sweep.path}: {len(todo) - len(failed)} of {len(todo)} cells ran, "
                   f"{len(failed)} failed, in {time.perf_counter() - t0:.0f} s",
                   highlight=False)  # fmt: skip
-    if report:
-        _report(p.sweep.path)
-    return 1 if failed else 0
+    return bool(failed)
 
 
 def _report(sweep: Path) -> None:
@@ -280,8 +337,11 @@ def cmd_cell(overrides: list[str]) -> int:
         raise ConfigError(f"cell runs exactly one cell; these overrides give {len(p.cells)}: "
                           f"set {', '.join(n + '=' for n in NAMES)} to one value each")  # fmt: skip
     c = p.cells[0]
-    p.sweep.save()
-    man = run_cell(p.configs[c], p.cell_dir(c))
+    command = "python -m launch cell " + shlex.join(overrides)
+    with sweep_lock(p.sweep.path, False, command):  # only to record the cell in sweep.json
+        p.refresh()
+        p.sweep.save()
+    man = run_cell(p.configs[c], p.cell_dir(c))  # holds the cell folder's lock while it runs
     status = man.status if man else "skipped (complete)"
     console.print(f"cell {p.cell_dir(c)}: {status}")
     return 0 if man is None or man.status == "ok" else 1

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -25,6 +26,8 @@ class Plan:
     sweep: sweepdir.SweepDir
     cluster: Choice
     experiment_defaulted: bool = False  # the experiment came from naming a GPU
+    identities: dict[str, dict] = field(default_factory=dict)  # cell rel_dir -> identity
+    rerun_patterns: tuple[str, ...] = ()  # ``sweep --rerun PATTERN``: done cells to run again
 
     @property
     def executor(self) -> str:
@@ -33,14 +36,38 @@ class Plan:
     def cell_dir(self, cell: CellKey) -> Path:
         return self.sweep.cell_dir(cell)
 
+    def rerun(self) -> list[CellKey]:
+        """Complete cells that ``--rerun`` names: their files move to ``_attempts/<n>/`` when
+        they run again (only then; nothing else moves or rewrites a complete cell)."""
+        return [c for c in self.cells
+                if is_done(self.cell_dir(c)) and matches(c, self.rerun_patterns)]  # fmt: skip
+
     def todo(self) -> list[CellKey]:
-        return [c for c in self.cells if not is_done(self.cell_dir(c))]
+        """Cells to run: those not complete, and the complete ones ``--rerun`` names."""
+        again = set(self.rerun())
+        return [c for c in self.cells if c in again or not is_done(self.cell_dir(c))]
+
+    def refresh(self) -> None:
+        """Read the sweep folder again (once its lock is held: another command may have run
+        cells or submitted since this plan was made)."""
+        self.sweep = sweepdir.open_at(self.sweep.path, self.base, self.identities)
+
+
+def matches(cell: CellKey, patterns) -> bool:
+    """``cell`` is named by one of the fnmatch patterns over its folder path (``*`` spans
+    ``/``): ``gpu=cpu/dram=8/policy=fcfs/*``; a pattern naming a folder above cells names them
+    all (``gpu=cpu/dram=8/policy=fcfs``)."""
+    rel = cell.rel_dir
+    return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, p.rstrip("/") + "/*")
+               for p in patterns)  # fmt: skip
 
 
 def make(overrides: list[str], today: str | None = None,
-         environ: dict[str, str] | None = None) -> Plan:
+         environ: dict[str, str] | None = None, rerun: list[str] | tuple[str, ...] = ()) -> Plan:
     """Compose, expand and validate; raises ConfigError before anything is written.
-    ``environ``: the environment the cluster profile is found from (default: os.environ)."""
+    ``environ``: the environment the cluster profile is found from (default: os.environ).
+    ``rerun``: fnmatch patterns over cell paths whose complete cells run again (a pattern
+    that names no cell of the command is refused)."""
     with hydra_context():
         planner = Planner(overrides, environ)
         cells = planner.cells()
@@ -62,10 +89,17 @@ def make(overrides: list[str], today: str | None = None,
             validate.check_local_machine(cfg)
     validate.check_workloads(configs.values())  # each distinct workload built once
     identities = {c.rel_dir: sweepdir.cell_identity(cfg) for c, cfg in configs.items()}
+    for pat in rerun:
+        if not any(matches(c, [pat]) for c in cells):
+            example = cells[0].rel_dir if cells else "gpu=<g>/dram=<d>/policy=<p>/..."
+            raise ConfigError(f"--rerun {pat}: names no cell of this sweep; a pattern is "
+                              f"matched (fnmatch, * spans /) against cell paths like "
+                              f"{example}")  # fmt: skip
     sweep = sweepdir.choose(base, identities, today=today)
     _check_writable(sweep.path)
     return Plan(base=base, cells=cells, configs=configs, sweep=sweep, cluster=planner.cluster,
-                experiment_defaulted=planner.experiment_defaulted)
+                experiment_defaulted=planner.experiment_defaulted, identities=identities,
+                rerun_patterns=tuple(rerun))  # fmt: skip
 
 
 def _check_writable(path: Path) -> None:

@@ -122,6 +122,15 @@ def launcher_record(sweep_path: Path):
             f.unlink(missing_ok=True)
 
 
+def pid_alive(pid: int, started_unix: float | None = None) -> bool:
+    """Process ``pid`` runs on this host (and, if ``started_unix`` is given, it is the process
+    that started then, not a later one given the same pid)."""
+    t = _create_time(pid)
+    if t is None or _zombie(pid):
+        return False
+    return started_unix is None or abs(t - float(started_unix)) < 1.0
+
+
 def controller_alive(job_id: str, sweep_path: Path, rec_host: str | None) -> bool:
     """A local submitit job (its id is its controller's pid) still runs on this host."""
     if rec_host is not None and rec_host != host():

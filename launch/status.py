@@ -5,7 +5,10 @@ The cell folder says what the harness knows (``DONE``, ``progress.json``, the ma
 status); the scheduler says what it knows. On SLURM that is submitit's state (one ``sacct``
 for all of the sweep's jobs) and, for the jobs still in the queue, ``squeue``'s state and
 reason (``PENDING (Priority)``), which sacct does not give. Locally it is whether the cell's
-submitit job (its controller's pid, on the host that recorded it) still runs.
+submitit job (its controller's pid, on the host that recorded it) still runs. A cell whose
+manifest still says ``running`` while its process is gone (killed outright: SIGKILL, the OOM
+killer, a lost node) is ``failed``, with that reason: its job has ended, or, for a cell with no
+job (``launch cell``), the pid its manifest records is no longer running on this host.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from rich.table import Table
 
 from harness import records
 from harness.cellkey import CellKey
+from harness.lock import SWEEP_LOCK, read_holder
 from launch import procs, sweepdir
 
 # States of a job still queued or running (sacct's, and the others squeue shows while a job is
@@ -201,6 +205,39 @@ def read_progress(cell_dir: Path) -> tuple[int, int] | None:
         return None
 
 
+ENDED = ("failed", "interrupted")  # manifest statuses of an attempt that ended without DONE
+# Signals by which a person stopped a cell (launch cancel, scancel, Ctrl-C, a closed terminal).
+USER_STOPS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+def process_gone(meta: dict) -> str | None:
+    """Why the process a manifest records (``process``: pid, host, start time) is known to be
+    gone: a sentence, or None if it runs, or cannot be checked (another host, no record)."""
+    rec = meta.get("process") or {}
+    try:
+        pid = int(rec["pid"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if rec.get("host") != procs.host():
+        return None
+    if procs.pid_alive(pid, rec.get("started_unix")):
+        return None
+    return f"its process (pid {pid} on {rec.get('host')}) is gone"
+
+
+def killed_detail(meta: dict, why: str | None = None) -> str:
+    """The reason shown for a cell killed outright: its manifest still says running."""
+    return (f"{why or 'its job ended'} while its manifest still says running: killed without a "
+            "word (SIGKILL, the OOM killer, a lost node); it runs again on the next sweep")
+
+
+def _user_stop(meta: dict) -> bool:
+    """An interrupted attempt that a person stopped (not the scheduler's pre-emption)."""
+    err = meta.get("error") or ""
+    return meta.get("status") == "interrupted" and any(f"received {s}" in err.split("\n")[0]
+                                                       for s in USER_STOPS)  # fmt: skip
+
+
 def cell_state(
     cell_dir: Path, sched: str | None, cancelled: bool = False, submitted: float | None = None
 ) -> tuple[str, str]:
@@ -209,16 +246,22 @@ def cell_state(
     submitted (a manifest older than it is an earlier submission's, not a requeued attempt)."""
     if records.is_done(cell_dir):
         return "done", ""
-    prog = read_progress(cell_dir)
-    if prog and (sched is None or is_active(sched)):
-        return "running", f"jobs {prog[0]}/{prog[1]}"
     man = cell_dir / records.MANIFEST
     try:
         meta = json.loads(man.read_text()) if man.exists() else {}
     except ValueError:
         meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
+    # No job to ask (``launch cell``, another host's job): the process the manifest records.
+    gone = process_gone(meta) if sched is None and meta.get("status") == "running" else None
+    prog = read_progress(cell_dir)
+    if prog and (sched is None or is_active(sched)) and gone is None:
+        return "running", f"jobs {prog[0]}/{prog[1]}"
     active = is_active(sched)
-    if not active and (cancelled or (sched or "").startswith("CANCELLED")):
+    user_stop = _user_stop(meta)
+    if not active and (cancelled or (sched or "").startswith("CANCELLED")
+                       or user_stop and (sched or "ENDED").split()[0] in ("ENDED", "COMPLETED")):
         err = (meta.get("error") or "").splitlines()[:1]
         return "cancelled", "; ".join(["no job left", *(e[:200] for e in err)])
     failed_sched = (
@@ -226,12 +269,16 @@ def cell_state(
     )
     # A failed attempt whose job is still queued or running (requeued after a pre-emption or a
     # time-out signal) is not a failed cell: it gets another attempt.
-    if meta.get("status") == "failed" and not active or failed_sched:
+    if meta.get("status") in ENDED and not active or failed_sched or gone:
         tail = _tail(cell_dir / "client.log") or _tail(cell_dir / "server.log")
-        return "failed", "\n".join(x for x in (meta.get("error", "")[:300], tail) if x)
+        error = meta.get("error", "")[:300]
+        if meta.get("status") == "running" or (not meta and failed_sched):
+            error = killed_detail(meta, gone) if meta else "its job ended before the cell began"
+        return "failed", "\n".join(x for x in (error, tail) if x)
     if active:
         assert sched is not None  # active implies it
-        retry = (meta.get("error") or "").splitlines()[:1] if meta.get("status") == "failed" else []
+        ended = meta.get("status") in ENDED
+        retry = (meta.get("error") or "").splitlines()[:1] if ended else []
         started = (meta.get("times") or {}).get("start_unix")
         earlier = submitted is not None and started is not None and started < submitted
         how = "earlier attempt" if earlier else "requeued after"
@@ -327,6 +374,11 @@ def show(path: Path, console: Console) -> int:
     if launcher is not None and launcher.alive():
         console.print(f"local launcher: pid {launcher.pid} on {launcher.host}; stop it with "
                       f"python -m launch cancel {sweep.path}", highlight=False)  # fmt: skip
+    holder = read_holder(sweep.path / SWEEP_LOCK)
+    if (holder is not None and (launcher is None or holder.pid != launcher.pid)
+            and (holder.host != procs.host() or procs.pid_alive(holder.pid, holder.started_unix))):
+        console.print(f"sweep folder in use by {holder.describe()}", highlight=False,
+                      soft_wrap=True, markup=False)  # fmt: skip
     console.print(totals_line(totals(rows)), highlight=False, soft_wrap=True)
     return 0
 

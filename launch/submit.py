@@ -5,16 +5,21 @@ go as one job array with a parallelism limit: one ``sbatch`` per resource group,
 cell. ``sweep`` returns once the arrays are submitted. A cell pre-empted or timed out is
 requeued by submitit (:class:`CellJob` is checkpointable) and restarts cleanly, at most
 ``cluster.max_requeue`` times. Locally, cells run one after another (one GPU, or two CPU
-cores), each as a submitit local job, while the terminal shows progress.
+cores), each as a submitit local job, while the terminal shows progress; the job's controller
+runs in its own session (:class:`SessionLocalExecutor`), so Ctrl-C in the terminal reaches the
+launcher alone, which stops the job cleanly (``launch.local``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import subprocess
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import submitit
 from omegaconf import DictConfig, OmegaConf
@@ -33,18 +38,24 @@ class CellJob(submitit.helpers.Checkpointable):
     def __init__(self, max_requeue: int = 3) -> None:
         self.max_requeue = max_requeue
 
-    def __call__(self, cfg_yamls: list[str], cell_dirs: list[str]) -> list[dict]:
+    def __call__(self, cfg_yamls: list[str], cell_dirs: list[str],
+                 rerun: list[str] | None = None) -> list[dict]:  # fmt: skip
+        """``rerun``: complete cells to run again (``sweep --rerun``); the others are skipped."""
         from harness.cell import run_cells  # imported on the node
 
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
         records.no_world_write()  # nothing the cells or their server write is world-writable
-        mans = run_cells([OmegaConf.create(y) for y in cfg_yamls], [Path(d) for d in cell_dirs])
+        mans = run_cells([OmegaConf.create(y) for y in cfg_yamls], [Path(d) for d in cell_dirs],
+                         rerun=[Path(d) for d in rerun or ()])  # fmt: skip
         return [{"cell_dir": d, "status": m.status if m else "skipped"}
                 for d, m in zip(cell_dirs, mans, strict=True)]
 
-    def checkpoint(self, cfg_yamls: list[str], cell_dirs: list[str]):  # type: ignore[override]
+    def checkpoint(self, cfg_yamls: list[str], cell_dirs: list[str],  # type: ignore[override]
+                   rerun: list[str] | None = None):  # fmt: skip
+        """The requeued job runs the same cells without ``rerun``: a cell this job completed
+        stays complete (only the command's explicit rerun moves a complete cell)."""
         attempts = max(len(list((Path(d) / "_attempts").glob("*"))) for d in cell_dirs)
         if attempts >= self.max_requeue:
             log.warning("cells %s: %d attempts already; not requeued", cell_dirs, attempts)
@@ -69,8 +80,12 @@ def server_groups(items: list[Item]) -> list[list[Item]]:
     return [sorted(g, key=lambda x: x[0].jps) for g in groups.values()]
 
 
-def job_args(group) -> tuple[list[str], list[str]]:
-    return [OmegaConf.to_yaml(cfg) for _, cfg, _ in group], [str(d) for _, _, d in group]
+def job_args(group, rerun=()) -> tuple[list[str], list[str], list[str]]:
+    """CellJob's arguments for a server group; ``rerun``: cell folders of complete cells that
+    the command reruns (``sweep --rerun``)."""
+    again = {Path(d) for d in rerun}
+    return ([OmegaConf.to_yaml(cfg) for _, cfg, _ in group], [str(d) for _, _, d in group],
+            [str(d) for _, _, d in group if Path(d) in again])  # fmt: skip
 
 
 def resources(cfg: DictConfig) -> dict:
@@ -106,8 +121,9 @@ def slurm_executor(folder: Path, cfg: DictConfig, params: dict, name: str) -> su
     return ex
 
 
-def submit_slurm(sweep_path: Path, items: list[Item]) -> list[dict]:
-    """One array per resource group; returns [{cell, job_id}] for the sweep manifest."""
+def submit_slurm(sweep_path: Path, items: list[Item], rerun=()) -> list[dict]:
+    """One array per resource group; returns [{cell, job_id}] for the sweep manifest.
+    ``rerun``: folders of complete cells to run again (``sweep --rerun``)."""
     arrays: dict[str, list] = defaultdict(list)
     for group in server_groups(items):
         arrays[group_key(resources(group[0][1]))].append(group)
@@ -119,7 +135,7 @@ def submit_slurm(sweep_path: Path, items: list[Item]) -> list[dict]:
         )
         job_fn = CellJob(int(cfg0.cluster.max_requeue))
         with ex.batch():
-            jobs = [ex.submit(job_fn, *job_args(g)) for g in groups]
+            jobs = [ex.submit(job_fn, *job_args(g, rerun)) for g in groups]
         for group, job in zip(groups, jobs, strict=True):
             out += [{"cell": cell.rel_dir, "job_id": job.job_id} for cell, _, _ in group]
         log.info("submitted %d jobs as array %s", len(jobs), jobs[0].job_id.split("_")[0])
@@ -147,11 +163,48 @@ def tighten_submission_files(folder: Path) -> None:
             f.chmod(new)
 
 
-def local_executor(sweep_path: Path, cfg: DictConfig) -> submitit.AutoExecutor:
-    ex = submitit.AutoExecutor(folder=sweep_path / "_submitit", cluster="local")
-    ex.update_parameters(timeout_min=int(cfg.cluster.time_min),
-                         name=f"kvbench-{cfg.experiment.name}",
-                         **local_gpu_params(cfg))  # fmt: skip
+class SessionLocalExecutor(submitit.LocalExecutor):
+    """submitit's local executor, with the job's controller started in a session (and process
+    group) of its own.
+
+    submitit starts the controller as a plain child of the launcher, in the terminal's
+    foreground process group: Ctrl-C reached the controller too, which then killed the cell
+    (SIGKILL one second after passing SIGINT on) before it could write its records or stop its
+    server. In its own session only the launcher gets the terminal's signals, and the launcher
+    decides: it sends SIGTERM to the controller, which forwards it to the cell, which stops
+    cleanly (``launch.local``). Everything else is submitit's own ``start_controller``; only the
+    ``subprocess.Popen`` it calls gets ``start_new_session=True``, for the time of the call."""
+
+    def _submit_command(self, command: str):
+        import submitit.local.local as sub_local
+
+        def popen(*args, **kwargs):
+            kwargs.setdefault("start_new_session", True)
+            return subprocess.Popen(*args, **kwargs)
+
+        own_session = SimpleNamespace(**{**vars(subprocess), "Popen": popen})
+        with _swapped(sub_local, "subprocess", own_session):
+            return super()._submit_command(command)
+
+
+@contextlib.contextmanager
+def _swapped(module, name: str, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def local_executor(sweep_path: Path, cfg: DictConfig) -> SessionLocalExecutor:
+    """The local executor of a server group (submitit's parameters: ``local_setup`` is its
+    ``setup``; a local job has no name)."""
+    ex = SessionLocalExecutor(folder=sweep_path / "_submitit")
+    params = local_gpu_params(cfg)
+    if "local_setup" in params:
+        params["setup"] = params.pop("local_setup")
+    ex.update_parameters(timeout_min=int(cfg.cluster.time_min), **params)
     return ex
 
 

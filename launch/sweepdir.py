@@ -148,7 +148,17 @@ def choose(base: DictConfig, cells: dict[str, dict], today: str | None = None) -
         same = [d for d in sorted(root.glob(f"*_{name}")) if _fp_of(d) == bfp]
         today = today or datetime.now(UTC).strftime("%Y%m%d")
         target = same[-1] if same else root / f"{today}_{name}"
-    sd = SweepDir(target.resolve())
+    return open_at(target, base, cells, bfp)
+
+
+def open_at(target: Path, base: DictConfig, cells: dict[str, dict],
+            bfp: str | None = None) -> SweepDir:  # fmt: skip
+    """The sweep folder ``target`` for these cells, as it is on disk now: its recorded cells
+    merged with these (refused if they differ), or a new sweep if it has no ``sweep.json``.
+    (A sweep command reads it again here once it holds the folder's lock.)"""
+    bfp = bfp or fingerprint(base_identity(cells))
+    name = base.experiment.name
+    sd = SweepDir(Path(target).resolve())
     if not sd.exists:
         sd.meta = {
             "kvbench_sweep": 1,

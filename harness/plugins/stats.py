@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -120,6 +121,7 @@ class Ledger:
         directory = os.environ.get(STATS_DIR_ENV)
         self._path = Path(directory) / f"{policy}.json" if directory else None
         self._written = 0.0
+        self._write_failed = False  # the last snapshot could not be written (warned once)
         self.dirty = True
 
     def add(self, name: str, n: int | float = 1) -> None:
@@ -149,5 +151,15 @@ class Ledger:
                 "info": self.info, "admissions": self.admissions}
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(snap, default=str))
-        tmp.replace(self._path)
+        try:
+            tmp.write_text(json.dumps(snap, default=str))
+            tmp.replace(self._path)
+        except OSError as e:  # a full disk must not stop the engine: try again next time
+            self.dirty = True
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            if not self._write_failed:
+                logger.warning("policy stats not written to %s: %s (retried)", self._path, e)
+            self._write_failed = True
+            return
+        self._write_failed = False

@@ -175,5 +175,5 @@ def test_sigterm_to_the_cell_stops_its_server(tmp_path):
     assert proc.returncode != 0
     _wait_for(lambda: not server_procs(str(tmp_path)), 40, "no server process left")
     (man,) = tmp_path.glob("*/gpu=*/**/manifest.json")
-    assert json.loads(man.read_text())["status"] == "failed"
+    assert json.loads(man.read_text())["status"] == "interrupted"
     assert not list(tmp_path.glob("**/.*.tmp")), "no half-written file"

@@ -78,6 +78,11 @@ def test_sweep_on_slurm_array_with_requeue(cluster, tmp_path):
     vdir = sweep / victim["cell"]
     man = json.loads((vdir / "manifest.json").read_text())
     assert man["attempt"] == 2 and (vdir / "_attempts" / "1").is_dir(), "restarted cleanly"
+    # the pre-empted attempt names the pre-emption, not the server exit it caused
+    first = json.loads((vdir / "_attempts" / "1" / "manifest.json").read_text())
+    assert first["status"] == "interrupted", first
+    assert first["error"].startswith("_Interrupted: received SIGUSR2 (pre-empted or timed out"), \
+        first["error"]  # fmt: skip
     assert man["scheduler"]["slurm_array_job_id"] == jid.split("_")[0]
     for rel in meta["matrix"]:
         assert (sweep / rel / "turns.parquet").exists()
