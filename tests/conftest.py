@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,19 @@ def run_launch(*args: str, timeout: float = 900, cwd: Path = REPO) -> subprocess
         [sys.executable, "-m", "launch", *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env,
     )  # fmt: skip
+
+
+def wait_for(pred: Callable[[], object], timeout_s: float, what: str, every: float = 0.5):
+    """``pred()``'s first truthy value, polled every ``every`` s; AssertionError naming
+    ``what`` after ``timeout_s``. (The plugin tests' ``plugin_server.wait_for`` returns a bool
+    instead, for ``assert wait_for(...)``.)"""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="session")

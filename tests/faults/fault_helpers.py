@@ -12,14 +12,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_for  # noqa: F401 - re-exported
 
 MARK = "KVBENCH_FAULT_MARK"  # inherited by everything a launcher starts (submitit, cell, vLLM)
 
@@ -90,16 +89,6 @@ def describe(procs: list[psutil.Process]) -> list[str]:
             out.append(f"{p.pid} (pgid {os.getpgid(p.pid)}, sid {os.getsid(p.pid)}) "
                        f"{' '.join(p.cmdline())[:140]}")  # fmt: skip
     return out
-
-
-def wait_for(pred: Callable[[], object], timeout_s: float, what: str, every: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def server_group(mark: str) -> list[psutil.Process]:

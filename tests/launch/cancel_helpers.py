@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 
 from launch import status as st
+from tests.conftest import wait_for  # noqa: F401 - re-exported for the cancel tests
 
 # One server group of two cells (the JPS levels of one server run lowest first): JPS 1 gets
 # 2 jobs and ends in seconds; JPS 150 gets 300 jobs of 128 output tokens, about two minutes
@@ -41,16 +42,6 @@ def procs_under(folder: Path) -> list[str]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return out
-
-
-def wait_for(pred: Callable[[], object], timeout_s: float, what: str, every: float = 1.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def wait_short_done_long_running(sweep: Path, timeout_s: float, alive: Callable[[], bool]):
