@@ -151,6 +151,11 @@ def parse_jps(values: list) -> list[float]:
     return out
 
 
+def _any_cuda(gpus: list[str]) -> bool:
+    """Whether any of these GPU configs needs a CUDA device (``gpu.cuda``)."""
+    return any(_group_yaml("gpu", g).get("cuda", True) for g in gpus)
+
+
 class Planner:
     """Composes the base config and every cell's config, caching what cells share.
 
@@ -180,11 +185,10 @@ class Planner:
         self._name: str | None = self.base.experiment.name
 
     def _names_a_gpu(self) -> bool:
-        return any(_group_yaml("gpu", g).get("cuda", True) for g in self.axes.get("gpu", []))
+        return _any_cuda(self.axes.get("gpu", []))
 
     def _needs_gpu(self, first: DictConfig) -> bool:
-        gpus = self.axes.get("gpu") or [str(g) for g in first.experiment.matrix.gpu]
-        return any(_group_yaml("gpu", g).get("cuda", True) for g in gpus)
+        return _any_cuda(self.axes.get("gpu") or [str(g) for g in first.experiment.matrix.gpu])
 
     def _site(self, cfg: DictConfig) -> DictConfig:
         self.cluster.apply(cfg, self.user_keys)
