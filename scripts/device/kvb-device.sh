@@ -6,6 +6,8 @@
 #   bash scripts/device/kvb-device.sh install          # vLLM bundle (+ .kvb-wheels) -> /tmp/site
 #   bash scripts/device/kvb-device.sh probe            # versions, GPU, LMCache ops, plugin seam
 #   bash scripts/device/kvb-device.sh sweep P [P ...]  # the suite's sweep, in this call
+#                                                      # (P or P:S, S a scheduling order: that
+#                                                      # pair only, in the order given)
 #   bash scripts/device/kvb-device.sh start P [P ...]  # the same sweep, detached (setsid nohup)
 #   bash scripts/device/kvb-device.sh follow           # wait for the detached sweep, pack it
 #   bash scripts/device/kvb-device.sh bench            # bench/host_tier_copy.py (plugin copies)
@@ -161,9 +163,13 @@ cmd_sweep() {
   [ $# -gt 0 ] || { echo "kvb-device: sweep needs a policy"; exit 2; }
   local scheds; read -r -a scheds <<<"${SCHED//,/ }"
   [ ${#scheds[@]} -eq 0 ] && scheds=("")
-  local p s left tag
-  for p in "$@"; do
-    for s in "${scheds[@]}"; do
+  local p s left tag arg pol
+  local -a these
+  for arg in "$@"; do
+    # P:S runs policy P under order S only (pairs in the order given); a bare P takes KVB_SCHED
+    if [[ $arg == *:* ]]; then pol=${arg%%:*}; these=("${arg#*:}"); else pol=$arg; these=("${scheds[@]}"); fi
+    p=$pol
+    for s in "${these[@]}"; do
       tag="policy=$p${s:+ sched=$s}"
       left=$(seconds_left)
       if [ "$left" -lt "$MIN_LEFT" ]; then echo "kvb-device: ${left}s left, not starting $tag"; break 2; fi
