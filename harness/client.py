@@ -8,6 +8,11 @@ recorded; any other failure, or a time-out, ends the job: the turn becomes an er
 (status ``timeout`` when no complete answer came within ``request_timeout_s``, whether the
 server stalled before the first byte or mid-stream; never retried, since the server may still
 be working on it) and the job's later turns ``not_sent`` rows. Nothing is silently missing.
+
+One :class:`AgentClient` is one process' event loop. It runs a whole workload (``run``), or
+one process' share of it against a clock started elsewhere (``run_jobs``): a cell whose
+request rate needs more than one core runs several, one per worker process
+(:mod:`harness.shards`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextvars
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -80,6 +86,20 @@ class ClientResult:
     jobs: list[JobRecord] = field(default_factory=list)
     t0_unix: float = 0.0
     wall_s: float = 0.0
+    workers: int = 1  # client processes that sent the requests (harness.shards)
+
+
+# Awaited once the jobs are ready to go; returns the clock's start (t0), a time.perf_counter()
+# value: on Linux CLOCK_MONOTONIC, the same clock in every process of the host, so client
+# processes given one t0 share one schedule (harness.shards).
+StartClock = Callable[[], Awaitable[float]]
+
+
+def arrival_ranks(jobs: Sequence[JobSpec]) -> dict[int, int]:
+    """Each job's rank by arrival (ties by job id) over ``jobs``: its priority under
+    sched=program. Over the whole workload, also when a process runs only some of its jobs."""
+    order = sorted(jobs, key=lambda j: (j.arrival_s, j.job_id))
+    return {j.job_id: r for r, j in enumerate(order)}
 
 
 class _NoByte(Exception):
@@ -153,19 +173,28 @@ class AgentClient:
         self.abort_reason = ""
         self._tasks: list[asyncio.Task] = []
         self._t0 = 0.0
+        self.started = asyncio.Event()  # set once the clock (t0) is set: now() means something
 
     def now(self) -> float:
         return time.perf_counter() - self._t0
 
     async def run(self, wl: Workload) -> ClientResult:
+        """Run every job of ``wl``; the clock starts when the jobs are ready to go."""
+        return await self.run_jobs(wl.jobs, arrival_ranks(wl.jobs))
+
+    async def run_jobs(self, jobs: Sequence[JobSpec], ranks: Mapping[int, int],
+                       start: StartClock | None = None) -> ClientResult:  # fmt: skip
+        """Run ``jobs`` (all of a workload, or one process' share of it) with their ranks by
+        arrival over the whole workload (``arrival_ranks``). ``start``: awaited once the
+        records are made, returns t0 (a ``time.perf_counter()`` value, maybe still ahead);
+        None: t0 is then. Arrival times count from t0."""
         res = ClientResult()
-        self.jobs_total = wl.n_jobs
+        self.jobs_total = len(jobs)
         # The records are made before the clock starts: made in each job's task, they held up
         # the first jobs' sends by the time it took for all of them (0.3 s for 2,450 jobs on
         # the 2-core dev machine).
-        plans = [self._records(j, res) for j in wl.jobs]
-        order = sorted(wl.jobs, key=lambda j: (j.arrival_s, j.job_id))
-        self._rank = {j.job_id: r for r, j in enumerate(order)}
+        plans = [self._records(j, res) for j in jobs]
+        self._rank = dict(ranks)
         # The garbage collector's full passes stop every job's clock while they walk every
         # live object: on the 2-core dev machine, 0.5 s for what exists now (modules, the
         # workload, the records) and 0.7 s for 2,000 open conversations (~230 objects each).
@@ -177,10 +206,14 @@ class AgentClient:
         gc.freeze()
         thresholds = gc.get_threshold()
         gc.set_threshold(thresholds[0], thresholds[1], 1 << 30)
-        self._t0 = time.perf_counter()
-        res.t0_unix = time.time()
         try:
+            self._t0 = time.perf_counter() if start is None else await start()
+            res.t0_unix = time.time() - self.now()
+            self.started.set()
             self._tasks = [asyncio.create_task(self._job(j, rec, rows)) for j, rec, rows in plans]
+            if self.abort_reason:  # aborted before the jobs existed: end them at once, once
+                await asyncio.sleep(0)  # each task has started (so its rows can say why)
+                self.abort(self.abort_reason)
             await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             gc.set_threshold(*thresholds)
@@ -252,7 +285,8 @@ class AgentClient:
     async def _turn(
         self, job: JobSpec, turn: int, prompt: tuple[int, ...], tr: TurnRecord
     ) -> list[int]:
-        hint = Hint.for_turn(str(job.job_id), turn, job.n_turns, job.tool_after(turn))
+        hint = Hint.for_turn(str(job.job_id), turn, job.n_turns, job.tool_after(turn),
+                             job.tool_name(turn))  # fmt: skip
         body: dict[str, Any] = {"ignore_eos": True, "return_token_ids": True}
         if self.opts.priority:
             body["priority"] = tr.priority = self._rank[job.job_id]
@@ -265,7 +299,7 @@ class AgentClient:
             try:
                 # asyncio.timeout, not wait_for: no extra task per request
                 async with asyncio.timeout(self.opts.request_timeout_s):
-                    return await self._stream(prompt, job.completion_tokens, body, tr)
+                    return await self._stream(prompt, job.output_tokens(turn), body, tr)
             except _NoByte as e:
                 tr.error = f"retried: {e.__cause__!r}"
                 log.warning(

@@ -96,6 +96,10 @@ class ClientSummary:
     lag_max_s: float | None = None
     lag_limit_s: float | None = None
     lag_flag: bool = False
+    # Client processes that sent the requests (harness.shards); a manifest written before
+    # there were several reads 1, which is what ran. workers_basis: how the number was chosen.
+    workers: int = 1
+    workers_basis: str | None = None
 
 
 @dataclass

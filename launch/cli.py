@@ -25,6 +25,7 @@ from launch import plan as planmod
 from launch import status as statusmod
 from launch import submit
 from launch.cluster import check_partition
+from workloads.sources import describe as describe_jobs
 
 console = Console(stderr=False)
 log = logging.getLogger("launch")
@@ -149,15 +150,15 @@ def policy_table(p: planmod.Plan) -> Table:
     return t
 
 
+def print_warnings(p: planmod.Plan) -> None:
+    for line in p.warnings:
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def workload_line(cfg) -> str:
     """The resolved workload, model and engine of a cell, in one line."""
     w, m, e = cfg.workload, cfg.model, cfg.engine
-    if w.get("trace"):
-        jobs = f"trace {w.trace} ({w.arrival or 'recorded'} arrivals)"
-    else:
-        tool = f"{w.tool.dist} {w.tool.mean_s:g} s"
-        jobs = (f"{w.n_jobs} jobs x {w.n_turns} turns, first prompt {w.first_prompt_tokens} "
-                f"tokens, {w.completion_tokens} output tokens, tool {tool}, seed {w.seed}")
+    jobs = describe_jobs(w)
     weights = "dummy weights" if m.load_format == "dummy" else m.load_format
     return (f"workload {w.name}: {jobs}; model {m.name} ({m.path}, {weights}); "
             f"engine {e.name} ({e.package} {e.version})")
@@ -175,6 +176,7 @@ def cmd_sweep(overrides: list[str], dry_run: bool, report: bool, rerun: tuple | 
                   soft_wrap=True)  # fmt: skip
     console.print(cell_table(p))
     console.print(policy_table(p))
+    print_warnings(p)
     console.print(
         f"planned {len(p.cells)} cells in {time.perf_counter() - t0:.2f} s", highlight=False
     )
@@ -337,6 +339,7 @@ def cmd_cell(overrides: list[str]) -> int:
         raise ConfigError(f"cell runs exactly one cell; these overrides give {len(p.cells)}: "
                           f"set {', '.join(n + '=' for n in NAMES)} to one value each")  # fmt: skip
     c = p.cells[0]
+    print_warnings(p)
     command = "python -m launch cell " + shlex.join(overrides)
     with sweep_lock(p.sweep.path, False, command):  # only to record the cell in sweep.json
         p.refresh()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from harness import workers
 from harness.cellkey import CellKey
 from harness.errors import ConfigError
 from harness.records import is_done
@@ -28,6 +30,7 @@ class Plan:
     experiment_defaulted: bool = False  # the experiment came from naming a GPU
     identities: dict[str, dict] = field(default_factory=dict)  # cell rel_dir -> identity
     rerun_patterns: tuple[str, ...] = ()  # ``sweep --rerun PATTERN``: done cells to run again
+    warnings: list[str] = field(default_factory=list)  # one line each, shown with the plan
 
     @property
     def executor(self) -> str:
@@ -87,7 +90,7 @@ def make(overrides: list[str], today: str | None = None,
             raise ConfigError(f"{e}; or leave it out: policy=[{','.join(others)}]") from None
         if cfg.cluster.executor == "local":
             validate.check_local_machine(cfg)
-    validate.check_workloads(configs.values())  # each distinct workload built once
+    turns = validate.check_workloads(configs.values())  # each distinct workload built once
     identities = {c.rel_dir: sweepdir.cell_identity(cfg) for c, cfg in configs.items()}
     for pat in rerun:
         if not any(matches(c, [pat]) for c in cells):
@@ -99,7 +102,52 @@ def make(overrides: list[str], today: str | None = None,
     _check_writable(sweep.path)
     return Plan(base=base, cells=cells, configs=configs, sweep=sweep, cluster=planner.cluster,
                 experiment_defaulted=planner.experiment_defaulted, identities=identities,
-                rerun_patterns=tuple(rerun))  # fmt: skip
+                rerun_patterns=tuple(rerun),
+                warnings=client_warnings(configs, turns, environ))  # fmt: skip
+
+
+def client_warnings(configs: dict[CellKey, DictConfig], turns: dict[str, float],
+                    environ: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
+    """A line for each group of cells whose expected request rate (jps x turns per job) is
+    more than their client workers carry on time (``harness.workers``): with how many they
+    need and how to give them. Cores: ``cluster.cpus_per_task`` on SLURM, this machine's
+    (``environ``'s SLURM allocation, else the CPU affinity) for the local executor."""
+    groups: dict[tuple[int, float, float, str], list[CellKey]] = {}
+    for cell, cfg in configs.items():
+        per_job = turns[validate.workload_key(cfg)]
+        rate = workers.request_rate(cfg.jps, per_job)
+        if cfg.cluster.executor == "slurm":
+            cores = workers.Cores(int(cfg.cluster.cpus_per_task), "cluster.cpus_per_task")
+        else:
+            cores = workers.cell_cores(os.environ if environ is None else environ)
+        setting, device = cfg.workload.client_workers, str(cfg.engine.device)
+        choice = workers.choose(setting, rate, device, cores)
+        if choice.short:
+            fix = _more_workers(choice.needed, setting, device, cores)
+            groups.setdefault((choice.workers, float(cfg.jps), per_job, fix), []).append(cell)
+    out = []
+    for (n, jps, per_job, fix), cells in groups.items():
+        rate = workers.request_rate(jps, per_job)
+        shown = ", ".join(c.rel_dir for c in cells[:2]) + (
+            f" and {len(cells) - 2} more" if len(cells) > 2 else "")
+        out.append(f"client: {len(cells)} cell(s) expect {rate:.3g} requests/s ({jps:g} jobs/s x "
+                   f"{per_job:.3g} turns), more than {n} client worker(s) carry with arrivals on "
+                   f"time ({workers.WORKER_RPS:g} requests/s each, harness/workers.py); their "
+                   f"arrival lag would count against the policy (a cell over workload.max_lag_s "
+                   f"is marked invalid). {fix}. Cells: {shown}")  # fmt: skip
+    return out
+
+
+def _more_workers(need: int, setting, device: str, cores: workers.Cores) -> str:
+    if setting != workers.AUTO:
+        return f"They need {need}: set workload.client_workers={need}"
+    want = workers.cores_for(need, device)
+    if cores.source == "cluster.cpus_per_task":
+        return (f"They need {need}, which auto gives with cluster.cpus_per_task={want} (now "
+                f"{cores.n}); or set workload.client_workers={need}")  # fmt: skip
+    return (f"They need {need}; auto gives fewer on {cores.n} cores ({cores.source}) beside the "
+            f"{device} server: run them where {want} cores are free, or set "
+            f"workload.client_workers={need} to share the cores")  # fmt: skip
 
 
 def _check_writable(path: Path) -> None:

@@ -24,6 +24,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness.errors import ConfigError
+from harness.workers import AUTO as AUTO_WORKERS
+from harness.workers import valid_setting as valid_workers
 from workloads import agent as wl_agent
 from workloads.errors import WorkloadError
 from workloads.paths import resolve as resolve_workload_path
@@ -47,6 +49,14 @@ class ToolDist(StrEnum):  # workloads.tooltime.KINDS
     exponential = "exponential"
     lognormal = "lognormal"
     file = "file"
+    empirical = "empirical"  # per-tool recorded times of a trace (workload.tool.trace)
+    fitted = "fitted"  # per-tool log-normals fitted to a trace's times
+
+
+class TraceFormat(StrEnum):  # workloads.traces.FORMATS
+    kvbench = "kvbench"  # a workload file written from a cell (python -m launch workload)
+    lmcache_agentic = "lmcache_agentic"  # HF sammshen/lmcache-agentic-traces (parquet)
+    tracelab = "tracelab"  # uw-syfi/TraceLab round trace (.jsonl / .jsonl.gz)
 
 
 class Sched(StrEnum):  # the cell axis harness.cellkey.CellKey.sched
@@ -112,9 +122,12 @@ def _kind(enum: type[StrEnum], key: str, v: Any) -> Any:
         raise ConfigError(f"{key}={v} is unknown; allowed: {allowed}") from None
 
 
-def _file(key: str, v: str | None) -> None:
-    if v and not _missing(v) and not resolve_workload_path(v).is_file():
-        raise _bad(key, v, f"no such file ({resolve_workload_path(v)})")
+def _file(key: str, v: str | None, folder: bool = False) -> None:
+    if not v or _missing(v):
+        return
+    p = resolve_workload_path(v)
+    if not (p.is_file() or (folder and p.is_dir())):
+        raise _bad(key, v, f"no such file ({p})")
 
 
 @dataclass
@@ -192,15 +205,21 @@ class ModelConf:
 
 @dataclass
 class ToolTimeConf:
-    dist: ToolDist = ToolDist.fixed  # fixed | exponential | lognormal | file
+    dist: ToolDist = ToolDist.fixed  # fixed | exponential | lognormal | file | empirical | fitted
     mean_s: float = 0.5  # fixed value, or the mean of exponential / lognormal
     sigma: float = 0.5  # lognormal shape
     # per-turn values (one number per line, cycled) for dist=file; relative: from the repo root
     file: str | None = None
+    # the trace whose per-tool times dist=empirical / fitted draw (a file or a folder of
+    # shards; relative: from the repo root), and its format (null: detected from the file)
+    trace: str | None = None
+    trace_format: TraceFormat | None = None
 
     def __post_init__(self) -> None:
         self.dist = _kind(ToolDist, "workload.tool.dist", self.dist)
+        self.trace_format = _kind(TraceFormat, "workload.tool.trace_format", self.trace_format)
         _file("workload.tool.file", self.file)
+        _file("workload.tool.trace", self.trace, folder=True)
 
 
 @dataclass
@@ -216,19 +235,29 @@ class WorkloadConf:
     completion_tokens: int = 20
     tool: ToolTimeConf = field(default_factory=ToolTimeConf)
     seed: int = 42
-    # Replay a workload file (parquet/jsonl; relative: from the repo root) instead of
-    # generating: its jobs as recorded, their arrivals set by `arrival` at the cell's JPS.
+    # Replay a trace (a file or a folder of shards; relative: from the repo root) instead of
+    # generating: one job per recorded session, arrivals set by `arrival` at the cell's JPS
+    # (workloads.sources; docs/workloads.md). The keys below apply to traces only.
     trace: str | None = None
-    # Arrival process (workloads.arrivals): poisson | recorded (a trace's own arrival times,
-    # scaled to the cell's JPS); null: poisson for generated jobs, recorded for a trace.
+    trace_format: TraceFormat | None = None  # kvbench | lmcache_agentic | tracelab; null: detect
+    trace_sessions: int | None = None  # replay this many sessions, picked by the seed; null: all
+    trace_max_gap_s: float | None = None  # cap every tool/think gap (s); null: as recorded
+    # Arrival process (workloads.arrivals): poisson | recorded (a trace's own session starts,
+    # scaled to the cell's JPS); null: poisson for generated jobs, and for a trace recorded
+    # when it records session starts (kvbench, tracelab), else poisson (lmcache_agentic).
     arrival: Arrival | None = None
     request_timeout_s: float = 600.0  # per request
     max_retries: int = 2  # retries of a request that failed before any byte came back
     max_lag_s: float = 0.25  # a cell whose client lag p99 exceeds this is flagged
+    # Client processes that send the cell's requests (harness.shards): a positive int, or
+    # auto: from the cores the cell has, less the server's, no more than its request rate
+    # (jps x turns) needs at harness.workers.WORKER_RPS requests/s each (harness/workers.py).
+    client_workers: Any = AUTO_WORKERS
 
     def __post_init__(self) -> None:
         self.arrival = _kind(Arrival, "workload.arrival", self.arrival)
-        _file("workload.trace", self.trace)
+        self.trace_format = _kind(TraceFormat, "workload.trace_format", self.trace_format)
+        _file("workload.trace", self.trace, folder=True)
         try:
             wl_agent.check(self)  # the generator's own rules (sizes, counts, tool times)
         except WorkloadError as e:
@@ -236,6 +265,10 @@ class WorkloadConf:
         _positive("workload.request_timeout_s", self.request_timeout_s, "a positive time (s)")
         _at_least("workload.max_retries", self.max_retries, 0, "a non-negative count")
         _positive("workload.max_lag_s", self.max_lag_s, "a positive number of seconds")
+        if not valid_workers(self.client_workers):
+            raise _bad("workload.client_workers", self.client_workers,
+                       f"must be a positive number of client processes, or {AUTO_WORKERS} "
+                       "(from the cell's cores and its request rate)")  # fmt: skip
 
 
 @dataclass

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 import workloads
 from harness import policies
 from harness.errors import ConfigError
+from harness.workers import turns_per_job
 from launch import schema
 from launch.schema import ClusterConf, Config, Device, EngineConf
 
@@ -141,26 +142,32 @@ def check_host_bindable(host: str) -> None:
         ) from None
 
 
-def check_workloads(cfgs: Iterable[DictConfig]) -> None:
+def workload_key(cfg: DictConfig) -> str:
+    """What makes a cell's jobs: its workload config, the model's vocabulary and the JPS."""
+    return json.dumps(
+        [OmegaConf.to_container(cfg.workload, resolve=True), cfg.model.first_token_id,
+         cfg.model.vocab_size, float(cfg.jps)],
+        sort_keys=True, default=str,
+    )  # fmt: skip
+
+
+def check_workloads(cfgs: Iterable[DictConfig]) -> dict[str, float]:
     """Build every cell's jobs as the harness will (``workloads.build``), so a workload that
     cannot be made (a missing or unreadable trace, a tool-time file of no numbers, token ids
     outside the model's vocabulary) is refused now. Cells that share a workload config, the
     model's vocabulary and the JPS (cells of different policies, GPUs of one model) share one
-    build: a 60-cell sweep builds 5 workloads."""
-    seen: set[str] = set()
+    build: a 60-cell sweep builds 5 workloads. Returns each one's mean turns (requests) per
+    job, by :func:`workload_key`."""
+    turns: dict[str, float] = {}
     for cfg in cfgs:
-        key = json.dumps(
-            [OmegaConf.to_container(cfg.workload, resolve=True), cfg.model.first_token_id,
-             cfg.model.vocab_size, float(cfg.jps)],
-            sort_keys=True, default=str,
-        )  # fmt: skip
-        if key in seen:
+        key = workload_key(cfg)
+        if key in turns:
             continue
-        seen.add(key)
         try:
-            workloads.build(cfg)
+            turns[key] = turns_per_job(workloads.build(cfg).jobs)
         except workloads.WorkloadError as e:
             raise ConfigError(str(e)) from None
+    return turns
 
 
 def check_local_machine(cfg: DictConfig) -> None:
