@@ -1,82 +1,26 @@
 """The seed's agent job as data: deterministic from a config and a seed.
 
-A job has ``n_turns`` turns. Turn 1 sends the first prompt; after turn k the tool runs for
-``tool_s[k]`` seconds and returns ``tool_tokens[k]`` tokens, which are appended (after the
-model's own output) to form the prompt of turn k+1. Token ids are drawn uniformly from the
-model's vocabulary, so no two jobs share a prefix and the prefix cache can only help inside a
-job. Everything is drawn from ``numpy.random.Generator(PCG64(seed))`` streams that do not
-depend on the policy or the engine, so one seed gives the same jobs everywhere.
+A job (``workloads.job.JobSpec``) has ``n_turns`` turns. Turn 1 sends the first prompt; after
+turn k the tool runs for ``tool_s[k]`` seconds and returns ``tool_tokens[k]`` tokens, which are
+appended (after the model's own output) to form the prompt of turn k+1. Token ids are drawn
+uniformly from the model's vocabulary, so no two jobs share a prefix and the prefix cache can
+only help inside a job. Everything is drawn from ``numpy.random.Generator(PCG64(seed))``
+streams that do not depend on the policy or the engine, so one seed gives the same jobs
+everywhere.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from workloads import arrivals, tooltime
 from workloads.errors import WorkloadError
+from workloads.job import JobSpec, Workload
 
-
-@dataclass(frozen=True)
-class JobSpec:
-    job_id: int
-    arrival_s: float
-    first_prompt: tuple[int, ...]  # turn-1 prompt ids
-    tool_outputs: tuple[tuple[int, ...], ...]  # ids appended after turn k (k = 1..n-1)
-    tool_s: tuple[float, ...]  # tool time after turn k (k = 1..n-1)
-    completion_tokens: int
-
-    @property
-    def n_turns(self) -> int:
-        return len(self.tool_outputs) + 1
-
-    def prompt_tokens(self, turn: int) -> int:
-        """Prompt length of ``turn`` (1-based), with every earlier turn complete."""
-        appended = sum(len(t) for t in self.tool_outputs[: turn - 1])
-        return len(self.first_prompt) + appended + (turn - 1) * self.completion_tokens
-
-    def tool_after(self, turn: int) -> float:
-        return self.tool_s[turn - 1] if turn < self.n_turns else 0.0
-
-
-@dataclass
-class Workload:
-    jobs: list[JobSpec]
-    jps: float
-    seed: int
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def n_jobs(self) -> int:
-        return len(self.jobs)
-
-    def digest(self) -> str:
-        """A short hash of every token id, size and time: equal digests mean equal workloads."""
-        h = hashlib.sha256()
-        for j in self.jobs:
-            h.update(np.asarray(j.first_prompt, dtype=np.int32).tobytes())
-            for t in j.tool_outputs:
-                h.update(np.asarray(t, dtype=np.int32).tobytes())
-            h.update(np.asarray([j.arrival_s, *j.tool_s], dtype=np.float64).tobytes())
-        return h.hexdigest()[:16]
-
-    def summary(self) -> dict:
-        return {
-            "n_jobs": self.n_jobs,
-            "jps": self.jps,
-            "seed": self.seed,
-            "n_turns": max((j.n_turns for j in self.jobs), default=0),
-            "arrival_window_s": self.jobs[-1].arrival_s if self.jobs else 0.0,
-            "prompt_tokens_total": sum(
-                j.prompt_tokens(t) for j in self.jobs for t in range(1, j.n_turns + 1)
-            ),
-            "digest": self.digest(),
-            **self.meta,
-        }
+__all__ = ["JobSpec", "Workload", "check", "check_trace", "generate", "job_count", "streams"]
 
 
 def job_count(n_jobs: int | None, duration_s: float | None, jps: float) -> int:
@@ -124,12 +68,29 @@ def check(wl: Any) -> None:
             f"workload.tool_output_tokens={shown}: sizes must be positive numbers of tokens "
             f"(got {bad[0]})"
         )
-    if isinstance(wl.seed, bool) or not isinstance(wl.seed, int) or wl.seed < 0:
-        raise WorkloadError(f"workload.seed={wl.seed}: must be a non-negative integer")
+    check_trace(wl)
     kind = getattr(wl, "arrival", None)
     if kind is not None:
         arrivals.get(kind)
     tooltime.make(wl.tool)
+
+
+def check_trace(wl: Any) -> None:
+    """The rules of the keys a trace replay reads: the seed, ``trace_sessions`` (null or a
+    positive count), ``trace_max_gap_s`` (null or a non-negative time)."""
+    if isinstance(wl.seed, bool) or not isinstance(wl.seed, int) or wl.seed < 0:
+        raise WorkloadError(f"workload.seed={wl.seed}: must be a non-negative integer")
+    n = getattr(wl, "trace_sessions", None)
+    if n is not None:
+        _positive_int("trace_sessions", n, "sessions (or null: all)")
+    cap = getattr(wl, "trace_max_gap_s", None)
+    if cap is not None and (
+        isinstance(cap, bool) or not isinstance(cap, int | float) or not 0 <= cap < math.inf
+    ):
+        raise WorkloadError(
+            f"workload.trace_max_gap_s={cap}: must be a non-negative number of seconds "
+            "(or null: gaps as recorded)"
+        )
 
 
 def streams(seed: int) -> list[np.random.Generator]:
@@ -158,15 +119,18 @@ def generate(wl: Any, jps: float, vocab: tuple[int, int]) -> Workload:
         order = s_size.permutation(np.resize(np.asarray(sizes), max(gaps, len(sizes))))[:gaps]
         first = tuple(s_tok.integers(lo, hi, wl.first_prompt_tokens).tolist())
         outs = tuple(tuple(s_tok.integers(lo, hi, int(k)).tolist()) for k in order)
+        secs, names = tools.draw_tools(s_tool, gaps)
         jobs.append(
             JobSpec(
                 job_id=i,
                 arrival_s=float(times[i]),
                 first_prompt=first,
                 tool_outputs=outs,
-                tool_s=tuple(tools.draw(s_tool, gaps)),
+                tool_s=tuple(secs),
                 completion_tokens=wl.completion_tokens,
+                tool_names=tuple(names) if any(names) else (),
             )
         )
-    meta = {"source": "generated", "arrival": kind}
+    meta = {"source": "generated", "arrival": kind, "jps_axis": arrivals.describe(kind, jps)}
+    meta.update(tools.describe())
     return Workload(jobs=jobs, jps=jps, seed=wl.seed, meta=meta)

@@ -100,3 +100,15 @@ def recorded_rate(times: np.ndarray, declared: float | None = None) -> float:
         return float(declared)
     span = float(times[-1] - times[0]) if len(times) > 1 else 0.0
     return (len(times) - 1) / span if span > 0 else 0.0
+
+
+def describe(kind: str, jps: float, time_scale: float | None = None) -> str:
+    """What the cell's JPS means for these arrivals, in one line (the summary's ``jps_axis``)."""
+    if kind == "poisson":
+        return f"jobs start as a Poisson process at {jps:g} jobs/s, drawn from the seed"
+    if kind == "recorded":
+        scale = "unscaled (the trace's rate is unknown)"
+        if time_scale is not None:
+            scale = f"recorded gaps times {time_scale:.4g}"
+        return f"jobs start at the trace's recorded times, {scale}, so the rate is {jps:g} jobs/s"
+    return f"{kind} arrivals at {jps:g} jobs/s"

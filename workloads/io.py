@@ -1,7 +1,8 @@
-"""Write and read a workload (parquet or JSONL), so a run can be replayed and real agent
-traces can come in through the same door: one row per job with its token ids and times.
-A workload file is written by ``python -m launch workload --out FILE [overrides ...]`` and
-replayed by ``workload.trace=FILE`` (``workloads.sources``)."""
+"""Write and read a workload (parquet or JSONL), so a run can be replayed: one row per job
+with its token ids, times and, where known, per-turn outputs and tool names. A workload file
+is written by ``python -m launch workload --out FILE [overrides ...]`` and replayed by
+``workload.trace=FILE`` (format ``kvbench``; other agent traces have readers of their own in
+``workloads.traces``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workloads.agent import JobSpec, Workload
+from workloads.job import JobSpec, Workload
 
 SUFFIXES = (".parquet", ".jsonl")
 SCHEMA = pa.schema(
@@ -23,6 +24,8 @@ SCHEMA = pa.schema(
         ("tool_outputs", pa.list_(pa.list_(pa.int32()))),
         ("tool_s", pa.list_(pa.float64())),
         ("completion_tokens", pa.int32()),
+        ("completions", pa.list_(pa.int32())),  # per turn; [] : completion_tokens each turn
+        ("tool_names", pa.list_(pa.string())),  # per gap; [] : unnamed (files before them too)
     ]
 )
 
@@ -36,6 +39,8 @@ def _rows(w: Workload) -> list[dict]:
             "tool_outputs": [list(t) for t in j.tool_outputs],
             "tool_s": list(j.tool_s),
             "completion_tokens": j.completion_tokens,
+            "completions": list(j.completions),
+            "tool_names": list(j.tool_names),
         }
         for j in w.jobs
     ]
@@ -66,6 +71,8 @@ def _job(r: dict) -> JobSpec:
         tool_outputs=tuple(tuple(t) for t in r["tool_outputs"]),
         tool_s=tuple(float(x) for x in r["tool_s"]),
         completion_tokens=int(r["completion_tokens"]),
+        completions=tuple(int(x) for x in r.get("completions") or ()),
+        tool_names=tuple(str(x) for x in r.get("tool_names") or ()),
     )
 
 

@@ -23,7 +23,8 @@ def make(tmp_path, *over):
         # kinds (enums): refused at compose time, listing the allowed values
         (["cluster.executor=slrum"],
          "cluster.executor=slrum: Invalid value 'slrum', expected one of [local, slurm]"),
-        (["workload.tool.dist=expo"], "expected one of [fixed, exponential, lognormal, file]"),
+        (["workload.tool.dist=expo"],
+         "expected one of [fixed, exponential, lognormal, file, empirical, fitted]"),
         (["engine.device=tpu"],
          "engine.device=tpu: Invalid value 'tpu', expected one of [cpu, cuda]"),
         (["workload.arrival=bursty"], "expected one of [poisson, recorded]"),
