@@ -14,7 +14,11 @@ and may append copies to ``self.to_host`` / ``self.to_dev`` ((src, dst) block-id
 they ride to the worker in the step's connector metadata. Worker side
 (``KVConnectorRole.WORKER``) the connector only copies those blocks between the paged KV
 cache and a host buffer (``harness.plugins.host_tier``: async on a side stream on CUDA), in
-``start_load_kv`` (called every step, with or without a forward, in 0.26 and 0.32).
+``start_load_kv`` (called every step, with or without a forward, in 0.26 and 0.32), and
+times them: the worker's ``get_kv_connector_stats`` reports the bytes and seconds, which reach
+the scheduler side in ``update_connector_output``. With each step's scheduled tokens they
+make ``self.rates`` (``harness.plugins.rates``: measured prefill rate and bandwidth, in the
+stats snapshot's ``info.rates``).
 ``self.step`` is the scheduler's step counter (subclasses advance it in ``on_tick``); copies
 a forward of the same step reads go to ``self.to_dev_now``.
 
@@ -41,6 +45,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.base import (
 from harness.hints import Hint
 from harness.plugins import compat
 from harness.plugins.host_tier import HostTier
+from harness.plugins.rates import Rates
 from harness.plugins.stats import Ledger, PolicyPromMetrics, PolicyStats
 from harness.policies.plugin_policy import PluginPolicy
 
@@ -108,6 +113,7 @@ class PolicyConnector(KVConnectorBase_V1):
         self.to_dev: list[tuple[int, int]] = []
         self.to_dev_now: list[tuple[int, int]] = []
         self.step = 0
+        self.rates = Rates()
         self.ledger = Ledger(self.POLICY, self.settings.to_dict())
         if role == KVConnectorRole.SCHEDULER:
             logger.info("%s on vLLM %s: %s", self.POLICY, VLLM_VERSION, self.settings)
@@ -149,6 +155,8 @@ class PolicyConnector(KVConnectorBase_V1):
         # Allocate the host buffer now, at server start, not at the first offload: on CUDA it
         # is pinned, and pinning a 64 GiB tier inside an engine step stalled every request.
         self.tier.ensure(self.host_blocks())
+        if self.host_blocks() > 0:
+            self.tier.calibrate()
 
     def start_load_kv(self, forward_context: Any, **kwargs: Any) -> None:
         meta = self._connector_metadata
@@ -195,7 +203,10 @@ class PolicyConnector(KVConnectorBase_V1):
             self.on_admit(request, blocks.get_block_ids()[0], num_external_tokens, hint)
 
     def build_connector_meta(self, scheduler_output: Any) -> KVConnectorMetadata:
-        self.on_tick(time.time())
+        now = time.time()
+        self.rates.step(now, int(getattr(scheduler_output, "total_num_scheduled_tokens", 0)))
+        self.on_tick(now)
+        self.ledger.info["rates"] = self.rates.state()
         meta = CopyMeta(self.to_host, self.to_dev, self.to_dev_now, self.step)
         self.to_host, self.to_dev, self.to_dev_now = [], [], []
         self.ledger.maybe_write(force=not self.has_timed_work())  # last tick before idling
@@ -216,9 +227,19 @@ class PolicyConnector(KVConnectorBase_V1):
         return True
 
     def get_kv_connector_stats(self) -> PolicyStats | None:
-        if self._role != KVConnectorRole.SCHEDULER:
+        if self._role == KVConnectorRole.SCHEDULER:
+            return self.ledger.take_delta()
+        nbytes, seconds = self.tier.take_timing() if self.tier is not None else (0.0, 0.0)
+        if not nbytes:
             return None
-        return self.ledger.take_delta()
+        return PolicyStats(data={"counters": {"host_copy_bytes": nbytes,
+                                              "host_copy_seconds": seconds}})
+
+    def update_connector_output(self, connector_output: Any) -> None:
+        """The workers' output of a step (scheduler side): their timed host-tier copies."""
+        stats = getattr(connector_output, "kv_connector_stats", None)
+        counters = getattr(stats, "data", {}).get("counters", {}) if stats is not None else {}
+        self.rates.copied(counters.get("host_copy_bytes", 0), counters.get("host_copy_seconds", 0))
 
     @classmethod
     def build_kv_connector_stats(cls, data: dict[str, Any] | None = None):

@@ -223,4 +223,4 @@ class ContinuumTTLConnector(PolicyConnector):
                 "waiting": j in self.waiting}
             for j, p in self.pins.items()
         }
-        self.ledger.info = {"ttl_rule": self.rule.state()}
+        self.ledger.info["ttl_rule"] = self.rule.state()

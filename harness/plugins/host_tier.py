@@ -22,11 +22,18 @@ On CUDA the copies are issued on a side stream and never block the CPU:
 
 On the CPU engine the copies are plain synchronous ``index_select``/``index_copy_`` (memcpy),
 through the same run logic.
+
+Every copy is timed (CUDA: a start and an end event on the copy stream, read once the end has
+passed; CPU: wall time) and :meth:`HostTier.take_timing` hands the bytes and seconds to the
+connector, which reports them (``host_copy_bytes``, ``host_copy_seconds``): the measured
+bandwidth ``predictive_scored`` prices transfers with. :meth:`HostTier.calibrate` times one
+copy at start, so a number exists before the first offload.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 import torch
@@ -71,6 +78,9 @@ class HostTier:
         self.copied_blocks = 0
         self.runs = 0
         self.timing = False  # events that can time themselves (bench/host_tier_copy.py)
+        self.block_bytes = 0  # bytes of one block over every layer (set by ensure)
+        self.timed: list[tuple[torch.cuda.Event, torch.cuda.Event, int]] = []  # CUDA, unread
+        self.measured = [0.0, 0.0]  # bytes, seconds of timed copies not yet taken
 
     def ensure(self, host_blocks: int) -> None:
         if self.host or host_blocks <= 0:
@@ -84,6 +94,7 @@ class HostTier:
                 self.views.append((t, h))
             else:  # (2, blocks, ...): K and V halves, each block-major
                 self.views += [(t[i], h[i]) for i in range(t.shape[0])]
+        self.block_bytes = sum(dv[0].numel() * dv.element_size() for dv, _ in self.views)
         logger.info("host tier: %d blocks x %d layers (%s)", host_blocks, len(self.kv),
                     "pinned, side stream" if self.cuda else "synchronous")
 
@@ -92,22 +103,69 @@ class HostTier:
         """Issue a step's copies; on CUDA, order the compute stream after older ones."""
         if self.cuda:
             self._wait_older(tag)
+        if self.cuda:
+            self._read_timing()
         if not (to_host or to_dev or to_dev_now):
             return
+        nbytes = (len(to_host) + len(to_dev) + len(to_dev_now)) * self.block_bytes
         if not self.cuda:
+            t0 = time.perf_counter()
             self._copy(to_host, to_dev, to_dev_now)
+            self._measure(nbytes, time.perf_counter() - t0)
             return
         assert self.stream is not None  # made in __init__ whenever self.cuda
         main = torch.cuda.current_stream(self.device)
         self.stream.wait_stream(main)
         with torch.cuda.stream(self.stream):
+            start = torch.cuda.Event(enable_timing=True)
+            start.record(self.stream)
             self._copy(to_host, to_dev, to_dev_now)
-            ev = torch.cuda.Event(enable_timing=self.timing)
+            ev = torch.cuda.Event(enable_timing=True)
             ev.record(self.stream)
+        self.timed.append((start, ev, nbytes))
         if to_dev_now:
             main.wait_event(ev)
         else:
             self.pending.append((tag, ev))
+
+    # ---- timing (the measured bandwidth) ----
+    def _measure(self, nbytes: int, seconds: float) -> None:
+        self.measured[0] += nbytes
+        self.measured[1] += seconds
+
+    def _read_timing(self) -> None:
+        """Time the CUDA copies whose end event has passed (never waits)."""
+        left = []
+        for start, end, nbytes in self.timed:
+            if end.query():
+                self._measure(nbytes, start.elapsed_time(end) / 1e3)
+            else:
+                left.append((start, end, nbytes))
+        self.timed = left[-1024:]
+
+    def take_timing(self) -> tuple[float, float]:
+        """Bytes and seconds of the copies timed since the last call."""
+        out = (self.measured[0], self.measured[1])
+        self.measured = [0.0, 0.0]
+        return out
+
+    def calibrate(self, blocks: int = 32) -> None:
+        """Time one device->host copy of up to ``blocks`` blocks into the (still unused) host
+        tier, after an untimed one that pays the first touch of the buffer."""
+        n = min([blocks, *(v.shape[0] for pair in self.views for v in pair)])
+        if not self.host or n <= 0:
+            return
+        idx = self._index(list(range(n)))
+        for timed in (False, True):
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            t0 = time.perf_counter()
+            for dv, hv in self.views:
+                hv.narrow(0, 0, n).copy_(dv.index_select(0, idx))
+            if self.cuda:
+                torch.cuda.synchronize(self.device)
+            if timed:
+                self._measure(n * self.block_bytes, time.perf_counter() - t0)
 
     def _wait_older(self, tag: int) -> None:
         if not self.pending:

@@ -9,8 +9,14 @@
    ``model_name`` / ``engine`` labels.
 2. **A JSON snapshot** in ``$KVBENCH_PLUGIN_STATS_DIR/<policy>.json`` (when the variable is
    set), rewritten atomically (temp file + rename) at most every 0.2 s: cumulative counters,
-   gauges, per-job state and the last admissions (how many prompt tokens each turn found in
-   VRAM vs. loaded from the host tier). The harness records it; tests read it.
+   gauges, per-job state, the last admissions (how many prompt tokens each turn found in
+   VRAM vs. loaded from the host tier), the last decisions of ``predictive_scored`` and
+   ``info`` (what the policy learned: the predictor's error per tool, measured rates, a TTL
+   rule's state). The harness copies it into the cell folder; tests read it.
+
+Per-tool counters (``TOOL_COUNTERS``: how the tool-time predictor did) carry a ``tool`` label
+on ``/metrics`` (``kvbench:predictions_total{tool="grep"}``; ``tool=""`` for unnamed tools)
+and are summarised per tool in the snapshot's ``info.prediction`` (``gaps.summaries``).
 """
 
 from __future__ import annotations
@@ -52,6 +58,29 @@ COUNTERS = {
     "prefetch_hits": "Turns that found their prefetched KV in VRAM",
     "prefetch_late": "Turns that arrived before their prefetch had landed",
     "offload_skipped": "Offloads skipped because the host tier was full",
+    "kept": "Decisions to keep a job's KV held in VRAM across its tool call",
+    "offloaded": "Decisions to offload a job's KV to the host tier (and prefetch it back)",
+    "dropped": "Decisions to hold nothing (the next turn recomputes what was evicted)",
+    "redecisions": "Decisions taken again because a job was still out past its prediction",
+    "wasted_offloads": "Offloads whose job returned before the copy to the host had finished",
+    "offloads_unread": "Offloads whose host copy was never read back (no prefetch copy, no "
+                       "late load)",
+    "wasted_prefetches": "Prefetches that copied KV into VRAM which the next turn did not "
+                         "take (released, re-timed, expired or the job ended)",
+    "host_copy_bytes": "Bytes the worker copied between VRAM and the host tier (timed)",
+    "host_copy_seconds": "Seconds those copies took (bytes / seconds: the measured bandwidth)",
+}
+# Counted by the workers (their timed host-tier copies), not by the scheduler's ledger: they
+# reach /metrics through vLLM's aggregation of the workers' stats, and the scheduler side
+# sums them into ``info.rates`` (``copied_bytes``, ``transfer_gb_s``).
+WORKER_COUNTERS = ("host_copy_bytes", "host_copy_seconds")
+# Per tool (label ``tool``; "" for unnamed tools): how the tool-time predictor did.
+TOOL_COUNTERS = {
+    "predictions": "Returns whose predicted gap was recorded",
+    "prediction_over_seconds": "Sum of (predicted - actual gap) where the prediction was longer",
+    "prediction_under_seconds": "Sum of (actual - predicted gap) where the prediction was "
+                                "shorter",
+    "returns_before_prediction": "Returns that came before the predicted time",
 }
 GAUGES = {
     "pins_active": "Jobs whose KV is pinned in VRAM now",
@@ -63,7 +92,8 @@ GAUGES = {
 
 @dataclass
 class PolicyStats(KVConnectorStats):
-    """``data = {"counters": {name: delta}, "gauges": {name: value}}``."""
+    """``data = {"counters": {name: delta}, "gauges": {name: value},
+    "tools": {tool: {name: delta}}}``."""
 
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -75,13 +105,18 @@ class PolicyStats(KVConnectorStats):
         for k, v in other.data.get("counters", {}).items():
             counters[k] = counters.get(k, 0) + v
         gauges = {**self.data.get("gauges", {}), **other.data.get("gauges", {})}
-        return PolicyStats(data={"counters": counters, "gauges": gauges})
+        tools = {t: dict(row) for t, row in self.data.get("tools", {}).items()}
+        for t, row in other.data.get("tools", {}).items():
+            mine = tools.setdefault(t, {})
+            for k, v in row.items():
+                mine[k] = mine.get(k, 0) + v
+        return PolicyStats(data={"counters": counters, "gauges": gauges, "tools": tools})
 
     def reduce(self) -> dict[str, int | float]:
         return {**self.data.get("counters", {}), **self.data.get("gauges", {})}
 
     def is_empty(self) -> bool:
-        return not self.data.get("counters") and not self.data.get("gauges")
+        return not any(self.data.get(k) for k in ("counters", "gauges", "tools"))
 
 
 class PolicyPromMetrics(KVConnectorPromMetrics):
@@ -91,6 +126,9 @@ class PolicyPromMetrics(KVConnectorPromMetrics):
         super().__init__(vllm_config, metric_types, labelnames, per_engine_labelvalues)
         self._g = {n: self._per_engine(self._gauge_cls, n, d) for n, d in GAUGES.items()}
         self._c = {n: self._per_engine(self._counter_cls, n, d) for n, d in COUNTERS.items()}
+        self._t = {n: self._counter_cls(name=f"kvbench:{n}", documentation=d,
+                                        labelnames=[*self._labelnames, "tool"])
+                   for n, d in TOOL_COUNTERS.items()}  # fmt: skip
 
     def _per_engine(self, cls, name: str, doc: str) -> dict[int, Any]:
         metric = cls(name=f"kvbench:{name}", documentation=doc, labelnames=self._labelnames)
@@ -103,6 +141,11 @@ class PolicyPromMetrics(KVConnectorPromMetrics):
         for k, v in transfer_stats_data.get("gauges", {}).items():
             if k in self._g:
                 self._g[k][engine_idx].set(v)
+        engine = self.per_engine_labelvalues.get(engine_idx, [])
+        for tool, row in transfer_stats_data.get("tools", {}).items():
+            for k, v in row.items():
+                if k in self._t and v > 0:
+                    self._t[k].labels(*engine, str(tool)).inc(v)
 
 
 class Ledger:
@@ -111,11 +154,15 @@ class Ledger:
     def __init__(self, policy: str, settings: dict[str, Any]):
         self.policy = policy
         self.settings = settings
-        self.totals: dict[str, int | float] = dict.fromkeys(COUNTERS, 0)
+        self.totals: dict[str, int | float] = {k: 0 for k in COUNTERS
+                                               if k not in WORKER_COUNTERS}
         self.gauges = dict.fromkeys(GAUGES, 0)
+        self.tools: dict[str, dict[str, float]] = {}  # tool -> TOOL_COUNTERS totals
         self._sent = dict(self.totals)
+        self._sent_tools: dict[str, dict[str, float]] = {}
         self._sent_gauges: dict[str, Any] = {}
         self.admissions: list[dict[str, Any]] = []
+        self.decisions: list[dict[str, Any]] = []  # predictive_scored's, with their inputs
         self.jobs: dict[str, Any] = {}
         self.info: dict[str, Any] = {}  # policy-specific state (e.g. what a TTL rule learned)
         directory = os.environ.get(STATS_DIR_ENV)
@@ -128,18 +175,35 @@ class Ledger:
         self.totals[name] += n
         self.dirty = True
 
+    def add_tool(self, tool: str, increments: dict[str, float]) -> None:
+        row = self.tools.setdefault(tool, dict.fromkeys(TOOL_COUNTERS, 0.0))
+        for k, v in increments.items():
+            row[k] += v
+        self.dirty = True
+
     def admit(self, **row: Any) -> None:
         self.admissions = [*self.admissions[-999:], {"t": time.time(), **row}]
+        self.dirty = True
+
+    def decide(self, **row: Any) -> None:
+        self.decisions = [*self.decisions[-999:], {"t": time.time(), **row}]
         self.dirty = True
 
     def take_delta(self) -> PolicyStats | None:
         delta = {k: v - self._sent[k] for k, v in self.totals.items() if v != self._sent[k]}
         gauges = {k: v for k, v in self.gauges.items() if self._sent_gauges.get(k) != v}
-        if not delta and not gauges:
+        tools = {}
+        for t, row in self.tools.items():
+            sent = self._sent_tools.get(t, {})
+            d = {k: v - sent.get(k, 0.0) for k, v in row.items() if v != sent.get(k, 0.0)}
+            if d:
+                tools[t] = d
+        if not delta and not gauges and not tools:
             return None
         self._sent = dict(self.totals)
         self._sent_gauges = dict(self.gauges)
-        return PolicyStats(data={"counters": delta, "gauges": dict(self.gauges)})
+        self._sent_tools = {t: dict(row) for t, row in self.tools.items()}
+        return PolicyStats(data={"counters": delta, "gauges": dict(self.gauges), "tools": tools})
 
     def maybe_write(self, force: bool = False) -> None:
         now = time.time()
@@ -148,7 +212,7 @@ class Ledger:
         self._written, self.dirty = now, False
         snap = {"policy": self.policy, "t": now, "settings": self.settings,
                 "counters": self.totals, "gauges": self.gauges, "jobs": self.jobs,
-                "info": self.info, "admissions": self.admissions}
+                "info": self.info, "admissions": self.admissions, "decisions": self.decisions}
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
         try:

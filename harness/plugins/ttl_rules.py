@@ -31,11 +31,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.hints import Hint
+from harness.plugins.predictors import GapHistory
 
 if TYPE_CHECKING:
     from harness.policies.continuum_ttl import ContinuumTtlSettings
 
-HISTORY = 4096  # gaps kept per tool (and globally) for the paper rule's CDF
 WAIT_WINDOW = 100  # queueing delays averaged for the paper rule's T
 
 
@@ -73,27 +73,26 @@ def make(settings: ContinuumTtlSettings) -> TtlRule:
 
 
 class _Learning:
-    """Shared bookkeeping: gap counts and sums per tool, nothing else."""
+    """Shared bookkeeping: the gaps per tool (the predictors' ``GapHistory``: counts, sums and
+    the last ``predictors.HISTORY`` gaps per tool and for all tools)."""
 
     def __init__(self, settings: ContinuumTtlSettings):
         self.s = settings
-        self.sums: dict[str, tuple[float, int]] = {}
+        self.history = GapHistory()
 
     def observe_gap(self, tool: str, gap_s: float) -> None:
-        total, n = self.sums.get(tool, (0.0, 0))
-        self.sums[tool] = (total + max(gap_s, 0.0), n + 1)
+        self.history.add(tool, gap_s)
 
     def observe_wait(self, wait_s: float) -> None:
         return
 
     def mean(self, tool: str) -> float | None:
-        total, n = self.sums.get(tool, (0.0, 0))
-        return total / n if n else None
+        return self.history.mean(tool)
 
     def state(self) -> dict[str, Any]:
         return {"rule": self.s.ttl_rule,
                 "tools": {t: {"n": n, "mean_s": round(s / n, 4)}
-                          for t, (s, n) in self.sums.items()}}  # fmt: skip
+                          for t, (s, n) in self.history.tools().items()}}  # fmt: skip
 
 
 @ttl_rule("fork")
@@ -135,15 +134,8 @@ class PaperTtl(_Learning):
 
     def __init__(self, settings: ContinuumTtlSettings):
         super().__init__(settings)
-        self.gaps: dict[str, deque[float]] = {}
-        self.all_gaps: deque[float] = deque(maxlen=HISTORY)
         self.waits: deque[float] = deque(maxlen=WAIT_WINDOW)
         self.last: dict[str, Any] = {}
-
-    def observe_gap(self, tool: str, gap_s: float) -> None:
-        super().observe_gap(tool, gap_s)
-        self.gaps.setdefault(tool, deque(maxlen=HISTORY)).append(max(gap_s, 0.0))
-        self.all_gaps.append(max(gap_s, 0.0))
 
     def observe_wait(self, wait_s: float) -> None:
         self.waits.append(max(wait_s, 0.0))
@@ -155,12 +147,8 @@ class PaperTtl(_Learning):
 
     def samples(self, tool: str) -> tuple[Sequence[float] | None, str]:
         """The tool's gaps, else the global ones, else None (fixed), and which it was."""
-        own = self.gaps.get(tool, ())
-        if len(own) >= self.s.min_samples:
-            return own, "tool"
-        if len(self.all_gaps) >= self.s.min_samples:
-            return self.all_gaps, "global"
-        return None, "fixed"
+        source, key = self.history.pick(tool, self.s.min_samples)
+        return (None if source == "fixed" else self.history.values(key)), source
 
     def ttl(self, hint: Hint, context_tokens: int) -> float:
         gaps, source = self.samples(hint.tool)
@@ -176,7 +164,8 @@ class PaperTtl(_Learning):
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "queue_delay_s": round(self.queue_delay(), 4),
-                "waits_seen": len(self.waits), "gaps_seen": len(self.all_gaps),
+                "waits_seen": len(self.waits),
+                "gaps_seen": len(self.history.values(GapHistory.ALL)),
                 "last": self.last}  # fmt: skip
 
 

@@ -40,7 +40,9 @@ def test_every_policy_module_is_found_without_a_list():
              for y in YAMLS}
     assert sorted(options("policy")) == YAMLS
     assert policies.names() == sorted(set(impls.values()))
-    assert {y for y, i in impls.items() if y != i} == {"continuum_fixed", "continuum_paper"}
+    assert {y for y, i in impls.items() if y != i} == {
+        "continuum_fixed", "continuum_paper", "predictive_fixed", "predictive_mean",
+        "predictive_p50", "predictive_learned", "scored_learned"}
     for name, cls in policies.classes().items():
         assert cls.__module__ == f"harness.policies.{name}", "one module per policy"
         assert isinstance(policies.get(name), cls)
@@ -83,7 +85,7 @@ def test_planning_imports_no_vllm():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                        timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "['continuum_ttl', 'predictive_prefetch']"
+    assert r.stdout.strip() == "['continuum_ttl', 'predictive_prefetch', 'predictive_scored']"
 
 
 # ---- typed settings ----
@@ -123,8 +125,9 @@ def test_fcfs_takes_no_settings():
 
 @pytest.mark.parametrize("name, raw, message", [
     ("predictive_prefetch", {"lead_z": 1},
-     "policy.settings.lead_z is unknown for policy=predictive_prefetch; known: hold_s, "
-     "host_tier_gb, late_load, lead_s, link_gb_s, predictor, stats_dir, tick_s"),
+     "policy.settings.lead_z is unknown for policy=predictive_prefetch; known: fixed_s, "
+     "hold_s, host_tier_gb, late_load, lead_s, learn_rate, link_gb_s, min_samples, predictor, "
+     "quantile, stats_dir, tick_s"),
     ("predictive_prefetch", {"lead_s": "soon"},
      "policy.settings.lead_s=soon must be a number for policy=predictive_prefetch"),
     ("predictive_prefetch", {"lead_s": True},

@@ -128,10 +128,12 @@ class Job:
         return [self.rng.randrange(100, 31000) for _ in range(n)]
 
     def send(self, *, tool_s: float = 0.0, last: bool = False, new_tokens: int = 0,
-             max_tokens: int = 4, priority: int | None = None) -> dict[str, Any]:
+             max_tokens: int = 4, priority: int | None = None,
+             tool: str = "") -> dict[str, Any]:
         """Send the next turn; returns usage plus ``prev_context`` (tokens of the last turn)
         and ``done`` (monotonic time the reply came). ``priority``: vLLM's request priority
-        (lower first; the server must run ``--scheduling-policy priority``)."""
+        (lower first; the server must run ``--scheduling-policy priority``); ``tool``: the
+        name of the tool that follows (the hint's ``kvb_tool``)."""
         from harness.hints import Hint, extra_body
 
         prev = len(self.context)
@@ -145,7 +147,8 @@ class Job:
         if priority is not None:
             body["priority"] = priority
         if self.job_id is not None:
-            hint = Hint.for_turn(self.job_id, self.turn, self.turn if last else 99, tool_s)
+            hint = Hint.for_turn(self.job_id, self.turn, self.turn if last else 99, tool_s,
+                                 tool)
             body.update(extra_body(hint))
         out = self.server.post(body)
         self.context += list(out["choices"][0].get("token_ids") or [])

@@ -108,3 +108,19 @@ def test_host_slots_are_consecutive_when_possible():
     me.free_slots = [0, 2, 4, 6]
     assert C._alloc(me, 3) == [0, 2, 4]  # fragmented: lowest free slots
     assert me.free_slots == [6]
+
+
+def test_copies_are_timed_for_the_measured_bandwidth():
+    kv = _caches("block_first")
+    tier = HostTier(kv, NUM_BLOCKS)
+    tier.ensure(HOST_BLOCKS)
+    one = sum(t[0].numel() * t.element_size() for t in kv.values())  # a block, every layer
+    assert tier.block_bytes == one
+    assert tier.take_timing() == (0.0, 0.0)
+    tier.calibrate(blocks=4)  # an untimed copy, then a timed one
+    nbytes, seconds = tier.take_timing()
+    assert nbytes == 4 * one and seconds > 0 and tier.copied_blocks == 0  # not a real copy
+    tier.step(1, to_host=[(3, 0), (4, 1)], to_dev=[(5, 2)])
+    nbytes, seconds = tier.take_timing()
+    assert nbytes == 3 * one and seconds > 0
+    assert tier.take_timing() == (0.0, 0.0)  # taken once

@@ -23,6 +23,7 @@ def test_the_plugin_lookup_is_derived_from_the_policy_registry():
     assert POLICIES == modules() == {
         "continuum_ttl": "harness.plugins.continuum_ttl",
         "predictive_prefetch": "harness.plugins.predictive_prefetch",
+        "predictive_scored": "harness.plugins.predictive_scored",
     }
 
 
@@ -48,7 +49,7 @@ def test_the_connector_parses_its_extra_config_with_the_policy_dataclass(name: s
     mod = policy_module(name)
     conn = getattr(mod, mod.CONNECTOR)
     given: dict = {"stats_dir": "/tmp/s"}
-    if name == "predictive_prefetch":
+    if name != "continuum_ttl":
         given["host_tier_gb"] = 2
     _, config = mod.server_args(given)
     extra = json.loads(config)["kv_connector_extra_config"]
@@ -66,15 +67,16 @@ def test_unknown_setting_names_the_valid_ones(name):
 def test_bad_choice_lists_the_allowed_values():
     with pytest.raises(ConfigError, match="allowed: fork, paper, fixed"):
         policy_module("continuum_ttl").server_args({"ttl_rule": "running_mean"})
-    with pytest.raises(ConfigError, match="allowed: oracle"):
-        policy_module("predictive_prefetch").server_args({"predictor": "ewma"})
+    for name in ("predictive_prefetch", "predictive_scored"):
+        with pytest.raises(ConfigError, match="allowed: oracle, fixed, mean, quantile, learned$"):
+            policy_module(name).server_args({"predictor": "ewma"})
 
 
-def test_the_prefetch_connector_needs_a_host_tier_size():
-    from harness.plugins.predictive_prefetch import PredictivePrefetchConnector as C
-
-    with pytest.raises(ConfigError, match="host_tier_gb=null: the predictive_prefetch connector"):
-        C.resolve_settings({})
+@pytest.mark.parametrize("name", ["predictive_prefetch", "predictive_scored"])
+def test_the_prefetch_connectors_need_a_host_tier_size(name):
+    conn = getattr(policy_module(name), policies.get_class(name).connector)
+    with pytest.raises(ConfigError, match=f"host_tier_gb=null: the {name} connector"):
+        conn.resolve_settings({})
 
 
 # (policy, setting, value as an override, value as kv_connector_extra_config carries it)
@@ -83,6 +85,12 @@ BAD = [
     ("predictive_prefetch", "predictor", "ewma", "ewma"),
     ("predictive_prefetch", "late_load", "3", 3),
     ("predictive_prefetch", "lead_z", "1", 1),
+    ("predictive_prefetch", "quantile", "1.5", 1.5),
+    ("predictive_prefetch", "min_samples", "0", 0),
+    ("predictive_scored", "predictor", "ewma", "ewma"),
+    ("predictive_scored", "learn_rate", "0", 0.0),
+    ("predictive_scored", "prefill_tok_s", "-5", -5.0),
+    ("predictive_scored", "transfer_gb_s", "fast", "fast"),
     ("continuum_ttl", "ttl_rule", "running_mean", "running_mean"),
     ("continuum_ttl", "ttl_s", "true", True),
     ("continuum_ttl", "ttl_s", "-1", -1.0),
