@@ -25,6 +25,14 @@ POLICY_LABELS = {
     "continuum_ttl": "Continuum (TTL)",
     "native_offload": "Native offload",
     "predictive_prefetch": "Predictive prefetch",
+    "predictive_fixed": "Prefetch (fixed lead)",
+    "predictive_mean": "Prefetch (mean)",
+    "predictive_p50": "Prefetch (p50)",
+    "predictive_learned": "Prefetch (learned)",
+    "predictive_scored": "Scored",
+    "scored_learned": "Scored (learned)",
+    "continuum_fixed": "Continuum (fixed TTL)",
+    "continuum_paper": "Continuum (paper TTL)",
 }
 POLICY_COLORS = {
     "fcfs": "#d62728",
@@ -33,9 +41,20 @@ POLICY_COLORS = {
     "continuum_ttl": "#17becf",
     "native_offload": "#9467bd",
     "predictive_prefetch": "#ff7f0e",
+    "predictive_fixed": "#8c564b",
+    "predictive_mean": "#e377c2",
+    "predictive_p50": "#bcbd22",
+    "predictive_learned": "#7f7f7f",
+    "predictive_scored": "#393b79",
+    "scored_learned": "#637939",
+    "continuum_fixed": "#98df8a",
+    "continuum_paper": "#005a32",
 }
 POLICY_MARKERS = {"fcfs": "o", "lmcache": "s", "continuum": "^", "continuum_ttl": "v",
-                  "native_offload": "D", "predictive_prefetch": "P"}
+                  "native_offload": "D", "predictive_prefetch": "P", "predictive_fixed": "X",
+                  "predictive_mean": "h", "predictive_p50": "*", "predictive_learned": "p",
+                  "predictive_scored": "<", "scored_learned": ">", "continuum_fixed": "^",
+                  "continuum_paper": "v"}
 _FALLBACK_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#393b79", "#637939"]
 _FALLBACK_MARKERS = ["X", "h", "*", "p", "<", ">"]
 SWEEP_LINESTYLES = ["-", "--", ":", "-."]
