@@ -13,7 +13,10 @@ choice, ``finish_reason: length`` on the last), a usage chunk with
 ``prompt_tokens_details.cached_tokens`` and ``data: [DONE]``, HTTP/1.1 chunked as uvicorn sends
 it. ``--batched`` puts every stream's tokens on one global tick, as a batched engine emits
 them (bursts of chunks). The stub and the client are pinned to different cores
-(``os.sched_setaffinity``): the client has one core, and the stub's CPU is not the client's.
+(``os.sched_setaffinity``, ``assign_cores``): the client has one core per worker where the
+machine has them, and the stub's CPU is not the client's. ``--workers N [N ...]`` runs a row
+per worker count with ``harness.shards.make_client`` (1: the in-process AgentClient). The stub
+also logs each request's arrival (``GET /kvb/log``) for ``bench/client_peers.py``.
 On a shared machine, ``--priority fifo`` (root) runs both as SCHED_FIFO, so that the client
 really has its core; the kernel's real-time throttling still leaves others 5% of it.
 
@@ -33,7 +36,7 @@ Columns: ``alive`` (median jobs alive at the measured arrivals), arrival lag p50
 (each job's first-request ``sent_s`` minus its arrival: ``JobRecord.start_s - arrival_s``,
 the lag the client records),
 ``req/s`` and ``cpu`` (the client's CPU use, CPU s / wall s) in the measured window, ``cpu_ms``
-(client CPU per request over the whole run: ``resource.getrusage`` of the client process around
+(client CPU per request over the whole run: the CPU of the client process and its workers around
 ``AgentClient.run`` / requests), ``gc_ms`` (longest garbage-collector pause), error rows (0
 expected), and ``load1`` (the machine's 1-minute load average, at the end of the row: the
 machine is shared, so read the lag with it). "small" rows have small prompts (64 ids, +52 a
@@ -51,7 +54,6 @@ import json
 import math
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -66,12 +68,28 @@ STOP = "end of the measured window"
 # ----------------------------------------------------------------------------- the stub server
 
 
-def claim_core(core: int | None, prio: str) -> None:
-    """Pin this process to ``core``; with ``prio`` "fifo" or "nice", also run it ahead of the
-    machine's other work (SCHED_FIFO priority 10 / nice -10; root or CAP_SYS_NICE), so that
-    on a shared machine the process has its core as "on one core" means."""
-    if core is not None:
-        os.sched_setaffinity(0, {core})
+def assign_cores(cores: list[int], workers: int, stub_cores: int = 1) -> tuple[str, str]:
+    """The client's and the stub's cores, as lists for ``--core`` ("0,1"; "" = unpinned).
+
+    The stub takes the last ``stub_cores`` cores and the client (its process and its workers,
+    which inherit the set) the first ``workers`` of the others. Where fewer are left than
+    workers, the client takes the first ``workers`` cores of all and shares the last of them
+    with the stub: on 2 cores, 1 worker is client {0} / stub {1}, 2 workers client {0, 1} /
+    stub {1}; on 16 cores, 8 workers are client {0..7} / stub {15}."""
+    if len(cores) < 2:
+        return "", ""
+    stub, rest = cores[-stub_cores:], cores[:-stub_cores]
+    client = rest[:workers] if len(rest) >= workers else cores[:workers]
+    return ",".join(map(str, client)), ",".join(map(str, stub))
+
+
+def claim_core(core: str | None, prio: str) -> None:
+    """Pin this process (and the children it starts later) to the cores in ``core`` ("0,1");
+    with ``prio`` "fifo" or "nice", also run it ahead of the machine's other work (SCHED_FIFO
+    priority 10 / nice -10; root or CAP_SYS_NICE), so that on a shared machine the process has
+    its cores as "on one core" means."""
+    if core:
+        os.sched_setaffinity(0, {int(c) for c in core.split(",")})
     if prio == "fifo":
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
     elif prio == "nice":
@@ -83,6 +101,12 @@ _PROMPT = re.compile(rb'"prompt"\s*:\s*\[([^\]]*)\]')
 _MAXTOK = re.compile(rb'"max_tokens"\s*:\s*(\d+)')
 _TOKIDS = re.compile(rb'"return_token_ids"\s*:\s*true')
 _HINT = re.compile(rb'"kvb_job_id"\s*:\s*"(\d+)"\s*,\s*"kvb_turn"\s*:\s*(\d+)')
+_TEXT = re.compile(rb'"prompt"\s*:\s*"([^"]*)"')  # a peer's text prompt (words: no quotes)
+_RID = re.compile(rb"\r\nx-request-id:[ \t]*([^\r]*)", re.I)
+_MODELS = (
+    b'{"object":"list","data":[{"id":"model","object":"model","root":"model",'
+    b'"owned_by":"stub","max_model_len":65536}]}'
+)
 _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
     b"transfer-encoding: chunked\r\n\r\n"
@@ -90,7 +114,7 @@ _SSE_HEAD = (
 
 
 _CHOICE = (
-    b'{"index":0,"text":"","logprobs":null,"finish_reason":%s,"stop_reason":null,'
+    b'{"index":0,"text":" t%d","logprobs":null,"finish_reason":%s,"stop_reason":null,'
     b'%s"token_ids":[%d]}'
 )
 _USAGE = (
@@ -106,14 +130,21 @@ def _chunk(payload: bytes) -> bytes:
 
 
 class _Stub(asyncio.Protocol):
-    """HTTP/1.1 keep-alive; one request at a time per connection (httpx does not pipeline)."""
+    """HTTP/1.1 keep-alive; one request at a time per connection (httpx does not pipeline).
+
+    Every completion request is logged as (arrival, job id, turn, x-request-id): the arrival is
+    ``time.monotonic()`` when its first byte came in (the clock of ``time.perf_counter`` in the
+    client processes); ``GET /kvb/log`` answers the log as JSON and empties it. ``GET
+    /v1/models`` and ``GET /health`` answer as vLLM does, for the peers' checks."""
 
     n = 0
     seen: dict[tuple[int, int], int] = {}
+    log: list[tuple[float, int, int, str]] = []
 
     def __init__(self, delay_s: float, itl_s: float, batched: bool, fault: str) -> None:
         self.delay_s, self.itl_s, self.batched, self.fault = delay_s, itl_s, batched, fault
         self.buf = bytearray()
+        self.t_in = 0.0  # when the first byte of the request in self.buf came
         self.tr: asyncio.Transport | None = None
         self.loop = asyncio.get_running_loop()
 
@@ -124,6 +155,8 @@ class _Stub(asyncio.Protocol):
         self.tr = None
 
     def data_received(self, data: bytes) -> None:
+        if not self.buf:
+            self.t_in = time.monotonic()
         self.buf += data
         while True:
             end = self.buf.find(b"\r\n\r\n")
@@ -135,7 +168,8 @@ class _Stub(asyncio.Protocol):
                 return
             head, body = bytes(self.buf[:end]), bytes(self.buf[end + 4 : end + 4 + size])
             del self.buf[: end + 4 + size]
-            self._request(head, body)
+            t_in, self.t_in = self.t_in, time.monotonic()
+            self._request(head, body, t_in)
 
     def _error(self, status: bytes, message: bytes, kind: bytes) -> None:
         """An OpenAI-style JSON error answer, e.g. status b"404 Not Found"."""
@@ -143,11 +177,34 @@ class _Stub(asyncio.Protocol):
         self.tr.write(b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
                       b"content-length: %d\r\n\r\n%s" % (status, len(msg), msg))
 
-    def _request(self, head: bytes, body: bytes) -> None:
+    def _json(self, body: bytes) -> None:
+        self.tr.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                      b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+    def _get(self, head: bytes) -> None:
+        path = head.split(b" ", 2)[1]
+        if path == b"/v1/models":
+            self._json(_MODELS)
+        elif path == b"/health":
+            self._json(b"{}")
+        elif path == b"/kvb/log":
+            log, _Stub.log = _Stub.log, []
+            self._json(json.dumps(log).encode())
+        else:
+            self._error(b"404 Not Found", b"not found", b"NotFoundError")
+
+    def _request(self, head: bytes, body: bytes, t_in: float) -> None:
+        if head.startswith(b"GET "):
+            self._get(head)
+            return
         _Stub.n += 1
         if not head.startswith(b"POST /v1/completions "):
             self._error(b"404 Not Found", b"not found", b"NotFoundError")
             return
+        m = _HINT.search(body)
+        job, turn = (int(m.group(1)), int(m.group(2))) if m else (-1, 0)
+        m = _RID.search(head)
+        _Stub.log.append((t_in, job, turn, m.group(1).decode() if m else ""))
         fault = self._fault(body)
         if fault == "drop":  # close before any byte of the answer: the client retries
             self.tr.close()
@@ -158,6 +215,8 @@ class _Stub(asyncio.Protocol):
         m = _PROMPT.search(body)
         ids = m.group(1).strip() if m else b""
         n_prompt = ids.count(b",") + 1 if ids else 0
+        if not m and (m := _TEXT.search(body)):  # a text prompt: words (bench/peer_tokenizer)
+            n_prompt = m.group(1).count(b" ") + 1
         m = _MAXTOK.search(body)
         n_out = int(m.group(1)) if m else 16
         echo = b'"prompt_token_ids":[%s],' % ids if _TOKIDS.search(body) else b""
@@ -208,6 +267,7 @@ class _Stub(asyncio.Protocol):
             return
         last = i == n_out - 1
         choice = _CHOICE % (
+            1000 + i,
             b'"length"' if last else b"null",
             st["echo"] if i == 0 else b"",
             1000 + i,
@@ -229,7 +289,7 @@ class _Stub(asyncio.Protocol):
 
 
 def serve(
-    port: int, delay_s: float, itl_s: float, batched: bool, fault: str, core: int | None, prio: str
+    port: int, delay_s: float, itl_s: float, batched: bool, fault: str, core: str | None, prio: str
 ) -> None:
     claim_core(core, prio)
     import uvloop
@@ -249,7 +309,7 @@ def start_stub(
     delay_ms: float,
     itl_ms: float,
     fault: str = "",
-    core: int | None = None,
+    core: str | None = None,
     batched: bool = False,
     prio: str = "normal",
 ):
@@ -269,8 +329,8 @@ def start_stub(
         argv.append("--batched")
     if fault:
         argv += ["--fault", fault]
-    if core is not None:
-        argv += ["--core", str(core)]
+    if core:
+        argv += ["--core", core]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     port = int(proc.stdout.readline())
     return proc, f"http://127.0.0.1:{port}"
@@ -305,13 +365,43 @@ def workload(shape: str, n_jobs: int, jps: float, turns: int, tool_s: float, see
     return agent.generate(OmegaConf.structured(conf), jps, (10, 32000))
 
 
+def tree_cpu(proc) -> float:
+    """CPU seconds of a process and all its descendants, alive or ended: each live process's
+    own time plus the time of the children it has reaped (psutil ``cpu_times``)."""
+    import psutil
+
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:  # ended between the listing and the read: its parent counts it
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def new_client(url: str, opts, workers: int):
+    """``harness.shards.make_client`` where that module exists, else the in-process
+    ``harness.client.AgentClient`` (one worker only)."""
+    try:
+        from harness.shards import make_client
+    except ImportError:
+        if workers != 1:
+            raise SystemExit(f"--workers {workers}: harness.shards is not there yet") from None
+        from harness.client import AgentClient
+
+        return AgentClient(url, "bench-key", opts)
+    return make_client(url, "bench-key", opts, workers)
+
+
 def client_row(url: str, shape: str, n: int, a) -> dict:
-    """One row, in this (fresh, pinned) process: run AgentClient.run on the row's workload."""
+    """One row, in this (fresh, pinned) process: run the client on the row's workload."""
     import gc
 
     import numpy as np
+    import psutil
 
-    from harness.client import AgentClient, ClientOptions
+    from harness.client import ClientOptions
 
     claim_core(a.core, a.priority)
     wl = workload(shape, a.n_jobs, a.jps, a.turns, a.tool_ms / 1000)
@@ -327,18 +417,19 @@ def client_row(url: str, shape: str, n: int, a) -> dict:
         else:
             pauses.append((t_gc[0], time.perf_counter() - t_gc[0]))
 
-    def usage() -> tuple[float, float]:
-        r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_utime + r.ru_stime, time.perf_counter()
+    me = psutil.Process()
+    t0_mono = [0.0]
+
+    def usage() -> tuple[float, float]:  # this process and its workers, if any
+        return tree_cpu(me), time.perf_counter()
 
     async def drive():
-        client = AgentClient(url, "bench-key", opts)  # built in the loop, as harness.cell does
+        client = new_client(url, opts, a.workers)  # built in the loop, as harness.cell does
 
         async def sample() -> None:  # the client's CPU use in the measured window
             for key, t in (("lo", lo), ("hi", hi)):
-                while client._t0 == 0.0:
-                    await asyncio.sleep(0.001)
-                t_run[0] = client._t0
+                await client.started.wait()  # set with the client's clock (t0)
+                t_run[0] = time.perf_counter() - client.now()
                 await asyncio.sleep(max(0.0, t - client.now()))
                 window[key] = usage()
             if a.stop_after:  # the rest would only drain: end the jobs still running
@@ -349,6 +440,7 @@ def client_row(url: str, shape: str, n: int, a) -> dict:
             return await client.run(wl)
         finally:
             sampler.cancel()
+            t0_mono[0] = time.perf_counter() - client.now()  # the clock the stub logs with
 
     gc.collect()
     gc.callbacks.append(on_gc)
@@ -382,6 +474,8 @@ def client_row(url: str, shape: str, n: int, a) -> dict:
     return {
         "shape": shape,
         "conv": n,
+        "workers": a.workers,
+        "cores": a.core or "-",
         "loop": a.loop,
         "jobs": len(res.jobs),
         "measured": len(jobs),
@@ -403,6 +497,10 @@ def client_row(url: str, shape: str, n: int, a) -> dict:
             t.status not in ("ok", "not_sent") and STOP not in t.error for t in res.turns
         ),
         "load1": os.getloadavg()[0],
+        # for a stub-side lag (bench/client_peers.py): the client's t0 on CLOCK_MONOTONIC and
+        # the scheduled arrivals (s after t0) of the jobs in the measured window
+        "t0_mono": t0_mono[0],
+        "arrivals": {j.job_id: j.arrival_s for j in res.jobs if lo <= j.arrival_s < hi},
     }
 
 
@@ -411,6 +509,8 @@ def client_row(url: str, shape: str, n: int, a) -> dict:
 COLS = [
     ("shape", "{}"),
     ("conv", "{}"),
+    ("workers", "{}"),
+    ("cores", "{}"),
     ("loop", "{}"),
     ("jps", "{:g}"),
     ("measured", "{}"),
@@ -470,6 +570,39 @@ def plan(a, n: int, jps: float) -> dict:
     }
 
 
+def row_argv(a, url: str, shape: str, n: int, row: dict, loop: str, workers: int) -> list[str]:
+    """The command line of one row's client process (``--row``), less its ``--core``."""
+    argv = [
+        sys.executable,
+        __file__,
+        "--row",
+        url,
+        shape,
+        str(n),
+        "--loop",
+        loop,
+        "--workers",
+        str(workers),
+        "--jps",
+        str(row["jps"]),
+        "--n-jobs",
+        str(row["n_jobs"]),
+        "--turns",
+        str(a.turns),
+        "--tool-ms",
+        str(a.tool_ms),
+        "--timeout-s",
+        str(a.timeout_s),
+        "--delay-ms",
+        str(row["delay_ms"]),
+        "--measure",
+        *map(str, row["measure_s"]),
+        "--priority",
+        a.priority,
+    ]
+    return argv + (["--stop-after"] if a.mode == "steady" else [])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -491,6 +624,14 @@ def main() -> None:
         nargs="+",
         default=["asyncio"],
         help="event loop(s) to run each row with (harness.cell uses asyncio)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="client worker processes, a row each (harness.shards.make_client; 1 is the "
+        "in-process AgentClient); the client gets that many cores (assign_cores)",
     )
     p.add_argument("--mode", choices=["steady", "burst"], default="steady")
     p.add_argument("--jps", type=float, default=10.0, help="steady: job arrivals per second")
@@ -515,7 +656,7 @@ def main() -> None:
     )
     p.add_argument("--json", type=Path, help="also write the rows here")
     p.add_argument("--fault", default="", help=argparse.SUPPRESS)
-    p.add_argument("--core", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--core", help=argparse.SUPPRESS)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--row", nargs=3, metavar=("URL", "SHAPE", "N"), help=argparse.SUPPRESS)
     p.add_argument("--n-jobs", type=int, help=argparse.SUPPRESS)
@@ -525,12 +666,12 @@ def main() -> None:
     if a.serve:
         return serve(0, a.delay_ms / 1000, a.itl_ms / 1000, a.batched, a.fault, a.core, a.priority)
     if a.row:
-        a.loop, a.measure_s = a.loop[0], tuple(a.measure_s_)
+        a.loop, a.measure_s, a.workers = a.loop[0], tuple(a.measure_s_), a.workers[0]
         print(json.dumps(client_row(a.row[0], a.row[1], int(a.row[2]), a)), flush=True)
         return
 
     cores = sorted(os.sched_getaffinity(0))
-    c_core, s_core = (cores[0], cores[1]) if len(cores) > 1 else (None, None)
+    s_core = assign_cores(cores, 1)[1]
     what = (
         f"jobs arrive at {a.jps:g}/s ({a.seed_jps:g}/s in seed rows), stub delay set for N "
         f"alive, measured over {a.measure_s:g} s"
@@ -539,8 +680,9 @@ def main() -> None:
     )
     print(
         f"# {a.mode}: {what}; {a.turns} turns, tool {a.tool_ms:g} ms, {a.itl_ms:g} ms between "
-        f"tokens{' (batched)' if a.batched else ''}; client on core {c_core}, stub on core "
-        f"{s_core}, priority {a.priority}; {os.cpu_count()} cores, load average {load()}",
+        f"tokens{' (batched)' if a.batched else ''}; stub on core(s) {s_core or '-'}, the "
+        f"client's in the cores column, priority {a.priority}; {os.cpu_count()} cores, load "
+        f"average {load()}",
         flush=True,
     )
     rows: list[dict] = []
@@ -548,40 +690,13 @@ def main() -> None:
         row = plan(a, n, a.jps if shape == "small" else a.seed_jps)
         stub, url = start_stub(row["delay_ms"], a.itl_ms, a.fault, s_core, a.batched, a.priority)
         try:
-            for loop in a.loop:
-                argv = [
-                    sys.executable,
-                    __file__,
-                    "--row",
-                    url,
-                    shape,
-                    str(n),
-                    "--loop",
-                    loop,
-                    "--jps",
-                    str(row["jps"]),
-                    "--n-jobs",
-                    str(row["n_jobs"]),
-                    "--turns",
-                    str(a.turns),
-                    "--tool-ms",
-                    str(a.tool_ms),
-                    "--timeout-s",
-                    str(a.timeout_s),
-                    "--delay-ms",
-                    str(row["delay_ms"]),
-                    "--measure",
-                    *map(str, row["measure_s"]),
-                    "--priority",
-                    a.priority,
-                ]
-                if a.mode == "steady":
-                    argv.append("--stop-after")
-                if c_core is not None:
-                    argv += ["--core", str(c_core)]
-                out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
-                rows.append(json.loads(out.strip().splitlines()[-1]))
-                print(table(rows).splitlines()[-1], flush=True)
+            for workers in a.workers:
+                for loop in a.loop:
+                    argv = row_argv(a, url, shape, n, row, loop, workers)
+                    argv += ["--core", assign_cores(cores, workers)[0]]
+                    out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True)
+                    rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                    print(table(rows).splitlines()[-1], flush=True)
         finally:
             stub.terminate()
             stub.wait()
