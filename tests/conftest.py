@@ -40,6 +40,21 @@ def wait_for(pred: Callable[[], object], timeout_s: float, what: str, every: flo
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def spawned_children() -> list:
+    """This process's descendants started by multiprocessing's spawn (the sharded client's
+    workers): what must be gone after a run ends, however it ended."""
+    import psutil
+
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
 @pytest.fixture(scope="session")
 def results_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("results")

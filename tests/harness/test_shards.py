@@ -17,6 +17,7 @@ from harness.client import ClientOptions, arrival_ranks
 from harness.errors import ConfigError
 from harness.shards import ClientWorkerDied, ShardedClient, deal, make_client
 from launch import plan, schema
+from tests.conftest import spawned_children
 from workloads.agent import JobSpec, Workload
 
 
@@ -136,17 +137,6 @@ def test_manifest_records_workers_and_reads_old_ones():
         3, "auto: ...")
 
 
-def _spawned_children() -> list[psutil.Process]:
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(p.cmdline()):
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
 def test_a_killed_worker_fails_the_run_and_leaves_no_process():
     """No server needed: every job arrives in 60 s, so the workers wait; one is killed."""
     wl = Workload([job(i, 60.0 + i) for i in range(4)], jps=1.0, seed=0)
@@ -177,5 +167,5 @@ def test_a_killed_worker_fails_the_run_and_leaves_no_process():
     lost = [t for t in res.turns if t.job_id in (1, 3)]
     assert {t.status for t in lost} == {"error"}
     assert all(t.error and t.error.startswith("record lost: client worker 2") for t in lost)
-    assert not _spawned_children()
+    assert not spawned_children()
     assert not any(psutil.pid_exists(p) for p in client.pids)  # joined: no zombie either

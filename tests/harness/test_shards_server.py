@@ -11,14 +11,13 @@ import threading
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 from omegaconf import OmegaConf
 
 from harness import cell as cellmod
 from harness.errors import CellFailed
 from launch import plan
-from tests.conftest import wait_for
+from tests.conftest import spawned_children, wait_for
 from tests.plugins import plugin_server as serving
 
 pytestmark = pytest.mark.server
@@ -75,17 +74,6 @@ def measure(srv: serving.Server, root: Path, *over: str) -> tuple[Path, object]:
     return d, None
 
 
-def workers_alive() -> list[psutil.Process]:
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if "spawn_main" in " ".join(p.cmdline()):
-                out.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return out
-
-
 def test_two_workers_record_what_one_records(server, tmp_path, caplog):
     caplog.set_level("INFO")
     one, err1 = measure(server, tmp_path / "one", "workload.client_workers=1")
@@ -116,7 +104,7 @@ def test_two_workers_record_what_one_records(server, tmp_path, caplog):
         assert (t.sent_s[later] >= ready - 1e-3).all()
     m = pd.read_parquet(two / "metrics.parquet")
     assert m.t_s.min() <= 0 < m.t_s.max(), "a baseline before t0, then the cell's clock"
-    assert not workers_alive()
+    assert not spawned_children()
 
 
 def test_a_worker_killed_mid_run_fails_the_cell_and_leaves_no_process(server, tmp_path):
@@ -125,7 +113,7 @@ def test_a_worker_killed_mid_run_fails_the_cell_and_leaves_no_process(server, tm
     def kill_a_worker() -> None:
         prog = wait_for(lambda: next(tmp_path.glob("**/progress.json"), None), 120, "progress")
         wait_for(lambda: _jobs_done(prog) >= 1, 60, "a job done", every=0.1)
-        victim = max(workers_alive(), key=lambda p: p.pid)  # the second worker started
+        victim = max(spawned_children(), key=lambda p: p.pid)  # the second worker started
         killed.append(victim.pid)
         victim.kill()
 
@@ -144,7 +132,7 @@ def test_a_worker_killed_mid_run_fails_the_cell_and_leaves_no_process(server, tm
     assert len(turns) == 36 and len(pd.read_parquet(d / "jobs.parquet")) == 12
     lost = turns[turns.error.str.startswith("record lost: ", na=False)]
     assert len(lost) and (lost.status == "error").all()
-    assert not workers_alive()
+    assert not spawned_children()
 
 
 def _jobs_done(prog: Path) -> int:
