@@ -21,9 +21,10 @@ import asyncio
 import contextlib
 import contextvars
 import gc
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -149,6 +150,13 @@ class _PoolPerJob(httpx.AsyncBaseTransport):
 class AgentClient:
     def __init__(self, base_url: str, api_key: str, opts: ClientOptions) -> None:
         self.opts = opts
+        # httpx logs one INFO line per request (to the cell's client.log, where the root
+        # logger takes INFO): ~2,000 lines a minute at 30 requests/s, and their CPU in the
+        # event loop. Its warnings stay; a level set on it elsewhere is left as it is (the
+        # worker processes set the same, harness.shard_worker).
+        httpx_log = logging.getLogger("httpx")
+        if httpx_log.level == logging.NOTSET:
+            httpx_log.setLevel(logging.WARNING)
         limits = httpx.Limits(
             max_connections=None, max_keepalive_connections=64, keepalive_expiry=5
         )
@@ -326,32 +334,44 @@ class AgentClient:
         out: list[int] = []
         got_byte = False
         try:
-            # The ids go in through extra_body, which openai merges into the JSON as it is:
-            # passed as prompt=, openai's request transform walks the list id by id, twice
-            # (0.8 s of CPU for a 13K-id prompt on the 2-core dev machine, the event loop
-            # stopped all the while). The body sent is the same ("prompt" keeps its place).
-            # The chunks are read as plain JSON (AsyncStream[object]): openai's own SSE reading
-            # and error events, without building a pydantic Completion for each chunk (about a
-            # third of the client's CPU per request). with_streaming_response adds one header,
-            # X-Stainless-Raw-Response, which the server ignores.
-            async with self.api.completions.with_streaming_response.create(
-                model=self.opts.model, prompt=[], max_tokens=max_tokens, stream=True,
-                stream_options={"include_usage": True}, extra_body={**body, "prompt": prompt},
-            ) as response:  # fmt: skip
-                # to=AsyncStream[object] yields each chunk as openai decoded it: a JSON object.
-                stream = cast(
-                    "AsyncStream[dict[str, Any]]", await response.parse(to=AsyncStream[object])
-                )
-                async for chunk in stream:
-                    got_byte = True
-                    for choice in chunk["choices"]:
-                        ids = choice.get("token_ids") or []
-                        if (ids or choice.get("text")) and tr.first_token_s is None:
-                            tr.first_token_s = self.now()
-                        out.extend(ids)
-                    if chunk.get("usage") is not None:
-                        _usage(tr, chunk["usage"])
-        except (openai.APIConnectionError, httpx.TransportError) as e:
+            # openai builds the request (base URL, headers, auth, time-out), sends it through
+            # self.http and raises for a non-2xx status (APIStatusError, having read the body),
+            # as create() did; what is left out is create()'s per-call transform of its
+            # parameters (a walk of their type annotations: ~18 recursive calls a request) and
+            # its response wrappers. The body is the one create() sent: its keys in create()'s
+            # order, then the extra ones; the ids as they are (create() would walk them one by
+            # one: 0.8 s of CPU for a 13K-id prompt on the 2-core dev machine, when passed as
+            # prompt=). cast_to=httpx.Response and the X-Stainless-Raw-Response header (also
+            # what with_streaming_response sent; the server ignores it) make openai hand back
+            # the response unread; its body is read here (_sse_events), not by AsyncStream.
+            # (openai annotates cast_to with httpx2's Response; at run time it takes httpx's)
+            http = cast("httpx.Response", await self.api.post(  # type: ignore[call-overload]
+                "/completions", cast_to=httpx.Response, options=_STREAM_OPTIONS,
+                body={"model": self.opts.model, "stream": True, "prompt": prompt,
+                      "max_tokens": max_tokens, "stream_options": _USAGE, **body},
+                stream=True, stream_cls=AsyncStream[object],
+            ))  # fmt: skip
+            try:
+                async with contextlib.aclosing(_sse_events(http)) as sse:
+                    async for data in sse:
+                        got_byte = True
+                        chunk = _json_loads(data)
+                        if type(chunk) is not dict:
+                            raise ValueError(f"not a JSON object: {data[:200]!r}")
+                        if chunk.get("error"):
+                            # what openai's AsyncStream raises for vLLM's mid-stream error event
+                            raise _stream_error(chunk["error"], http)
+                        for choice in chunk.get("choices") or ():
+                            ids = choice.get("token_ids") or ()
+                            if tr.first_token_s is None and (ids or choice.get("text")):
+                                tr.first_token_s = self.now()
+                            out.extend(ids)
+                        usage = chunk.get("usage")
+                        if usage is not None:
+                            _usage(tr, usage)
+            finally:
+                await http.aclose()
+        except (openai.APIConnectionError, httpx.RequestError) as e:
             # a time-out is never retried: the server may be working on the request
             timed_out = isinstance(e, (openai.APITimeoutError, httpx.TimeoutException))
             if not got_byte and not timed_out:
@@ -362,6 +382,66 @@ class AgentClient:
         if tr.completion_tokens == 0:
             tr.completion_tokens = len(out)
         return out
+
+
+_json_loads = json.loads
+# openai hands back the response unread (stream=True), as with_streaming_response had it
+_STREAM_OPTIONS = {"headers": {"X-Stainless-Raw-Response": "stream"}}
+_USAGE = {"include_usage": True}
+
+
+async def _sse_events(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The data of each server-sent event of ``response``'s body, as bytes, up to ``[DONE]``;
+    the rest of the body is read (and dropped), so the connection can be reused.
+
+    In place of openai's AsyncStream (its SSEDecoder splits the body into lines, decodes each
+    to str and builds a ServerSentEvent per event, through three layers of async generators):
+    within run-to-run noise at small prompts, 9.1 -> 8.0 ms of CPU a request at seed-sized
+    ones, whose first chunk echoes ~8K prompt ids (bench/README.md). Per the SSE spec: events
+    end at a blank line (LF, CRLF or CR line ends), ``data:`` lines are joined by LF, one
+    space after the colon is dropped, comments (``:``) and other fields are ignored, an
+    event without data is not dispatched. Like openai's, an unterminated last event is
+    dropped and reading stops at ``[DONE]``.
+    """
+    buf = b""
+    done = False
+    async for piece in response.aiter_bytes():
+        if done:
+            continue
+        buf = buf + piece if buf else piece
+        if b"\r" in buf:
+            # CRLF or CR line ends, rare: made LF (a CR last in buf may be half a CRLF)
+            keep = buf.endswith(b"\r")
+            buf = (buf[:-1] if keep else buf).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if keep:
+                buf += b"\r"
+        if b"\n\n" not in buf:
+            continue
+        *events, buf = buf.split(b"\n\n")
+        for ev in events:
+            if ev.startswith(b"data: ") and b"\n" not in ev:
+                data = ev[6:]  # the common case: one data line
+            else:
+                lines = [
+                    ln[6:] if ln.startswith(b"data: ") else ln[5:]
+                    for ln in ev.split(b"\n")
+                    if ln.startswith(b"data:")
+                ]
+                if not lines:
+                    continue
+                data = b"\n".join(lines)
+            if data.startswith(b"[DONE]"):
+                done = True
+                break
+            yield data
+
+
+def _stream_error(error: Any, response: httpx.Response) -> openai.APIError:
+    message = error.get("message") if isinstance(error, dict) else None
+    if not message or not isinstance(message, str):
+        message = "An error occurred during streaming"
+    # openai annotates request as httpx2.Request; at run time it keeps whatever it is given
+    return openai.APIError(message, response.request, body=error)  # type: ignore[arg-type]
 
 
 def _usage(tr: TurnRecord, usage: dict) -> None:
