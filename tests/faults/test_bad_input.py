@@ -27,7 +27,8 @@ PLANNING = [
     (["experiment.name=x/../../.."], "experiment.name=x/../../..: must be a plain folder name"),
     # 6. bad input that used to be refused only after a server start or after writing files
     (["workload.n_jobs=0"], "workload.n_jobs=0: must be a positive number of jobs"),
-    (["workload.tool.dist=weird"], "expected one of [fixed, exponential, lognormal, file]"),
+    (["workload.tool.dist=weird"],
+     "expected one of [fixed, exponential, lognormal, file, empirical, fitted]"),
     (["workload.trace=/nope.parquet"], "workload.trace=/nope.parquet: no such file"),
     (["workload.tool.dist=file", "workload.tool.file=/nope.txt"],
      "workload.tool.file=/nope.txt: no such file"),
