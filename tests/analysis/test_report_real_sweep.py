@@ -8,6 +8,8 @@ import pytest
 
 from analysis import pipeline, report
 
+pytestmark = pytest.mark.server  # the smoke sweep it reads runs a real CPU server
+
 
 @pytest.fixture
 def real_sweep(request) -> Path:
