@@ -27,9 +27,14 @@ fi
 # server (planning, analysis, figures, chromium: CPU only, about a quarter of the wall time)
 # runs beside it instead of before it. Its output is shown when it ends; both must pass.
 fast_log=$(mktemp "${TMPDIR:-/tmp}/kvbench-fast-tier.XXXXXX")
+# set -m: a background job of a non-interactive shell starts with SIGINT ignored, which the
+# tests of Ctrl-C handling would inherit; with job control on it keeps the default (and gets
+# its own process group, stopped by the trap below).
+set -m
 "${PYTEST[@]}" -m "not server and not slurm" >"$fast_log" 2>&1 &
 fast_pid=$!
-trap 'kill "$fast_pid" 2>/dev/null; rm -f "$fast_log"' EXIT
+set +m
+trap 'kill -- -"$fast_pid" 2>/dev/null; rm -f "$fast_log"' EXIT
 slow_rc=0
 "${PYTEST[@]}" -m "server or slurm" || slow_rc=$?
 fast_rc=0
