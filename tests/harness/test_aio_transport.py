@@ -6,7 +6,6 @@ mid-stream); and the client's stream tests with either transport."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 
 import httpx
@@ -16,37 +15,6 @@ from harness.aio_transport import AioTransport
 from harness.client import AgentClient, ClientOptions
 from tests.harness import test_client_sse as sse
 from workloads.agent import JobSpec, Workload
-
-
-class _Raw:
-    """A TCP server that answers every request with ``handler(reader, writer)``."""
-
-    def __init__(self, handler) -> None:
-        self.handler, self.conns = handler, 0
-
-    async def __aenter__(self) -> str:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.conns += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next((int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
-                               if ln.lower().startswith(b"content-length")), 0)  # fmt: skip
-                body = await reader.readexactly(length)
-                if not await self.handler(head, body, writer):
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
 
 async def _get(url: str, timeout: float = 5.0, **kw) -> tuple[httpx.Response, bytes]:
@@ -67,7 +35,7 @@ def test_body_headers_keepalive_and_gzip_decoded_once():
         return True
 
     async def go():
-        srv = _Raw(handler)
+        srv = sse.RawServer(handler)
         async with srv as url, httpx.AsyncClient(transport=AioTransport(), timeout=5) as c:
             for _ in range(3):
                 r = await c.post(url + "/p?q=1%2F2", content=b"hello", headers={"X-B": "b"})
@@ -100,7 +68,7 @@ def test_close_before_answer_is_remote_protocol_error():
         return False  # closes the connection without a byte
 
     async def go():
-        async with _Raw(handler) as url:
+        async with sse.RawServer(handler) as url:
             with pytest.raises(httpx.RemoteProtocolError):
                 await _get(url)
 
@@ -119,11 +87,11 @@ def test_read_timeout_before_headers_and_mid_body():
         return False
 
     async def go():
-        async with _Raw(silent) as url:
+        async with sse.RawServer(silent) as url:
             with pytest.raises(httpx.ReadTimeout):
                 await _get(url, timeout=0.3)
         client = httpx.AsyncClient(transport=AioTransport(), timeout=0.3)
-        async with _Raw(stall_mid) as url, client as c, c.stream("GET", url) as r:
+        async with sse.RawServer(stall_mid) as url, client as c, c.stream("GET", url) as r:
             assert r.status_code == 200
             got = b""
             with pytest.raises(httpx.ReadTimeout):
@@ -142,7 +110,7 @@ def test_cut_mid_body_is_remote_protocol_error():
 
     async def go():
         client = httpx.AsyncClient(transport=AioTransport(), timeout=5)
-        async with _Raw(cut) as url, client as c, c.stream("GET", url) as r:
+        async with sse.RawServer(cut) as url, client as c, c.stream("GET", url) as r:
             with pytest.raises(httpx.RemoteProtocolError):
                 async for _ in r.aiter_bytes():
                     pass

@@ -44,11 +44,11 @@ def _chunk(**kw) -> bytes:
     return b"data: " + json.dumps({"id": "x", "object": "text_completion", **kw}).encode()
 
 
-class _Server:
-    """Keep-alive HTTP/1.1; answers each request with ``script(n)`` (n: requests so far)."""
+class RawServer:
+    """A TCP server that answers every request with ``handler(reader, writer)``."""
 
-    def __init__(self, script) -> None:
-        self.script, self.n, self.conns = script, 0, 0
+    def __init__(self, handler) -> None:
+        self.handler, self.conns = handler, 0
 
     async def __aenter__(self) -> str:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -62,24 +62,37 @@ class _Server:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length"))  # fmt: skip
-                await reader.readexactly(length)
-                self.n += 1
-                status, pieces = self.script(self.n)
-                body = b"".join(pieces)
-                ctype = b"text/event-stream" if status == 200 else b"application/json"
-                writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
-                             % (status, ctype, len(body)))  # fmt: skip
-                for p in pieces:
-                    writer.write(p)
-                    await writer.drain()
+                length = next((int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
+                               if ln.lower().startswith(b"content-length")), 0)  # fmt: skip
+                body = await reader.readexactly(length)
+                if not await self.handler(head, body, writer):
+                    break
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+class _Server(RawServer):
+    """Keep-alive HTTP/1.1; answers each request with ``script(n)`` (n: requests so far)."""
+
+    def __init__(self, script) -> None:
+        super().__init__(self._answer)
+        self.script, self.n = script, 0
+
+    async def _answer(self, head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        self.n += 1
+        status, pieces = self.script(self.n)
+        payload = b"".join(pieces)
+        ctype = b"text/event-stream" if status == 200 else b"application/json"
+        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
+                     % (status, ctype, len(payload)))  # fmt: skip
+        for p in pieces:
+            writer.write(p)
+            await writer.drain()
+        return True
 
 
 def _run(script, n_turns: int = 2):
