@@ -19,7 +19,11 @@ fi
 # With the cluster started here, a SLURM test that cannot reach it fails instead of skipping.
 [[ ${KVBENCH_SKIP_SLURM:-0} == 1 ]] || export KVBENCH_REQUIRE_SLURM=1
 PYTEST=("$VENV/bin/python" -m pytest -q -p no:cacheprovider)
-if [[ $# -gt 0 ]]; then
+# `--tiers ARGS...`: the two tiers below, each also given ARGS (tests/test_test_sh.py runs
+# the tier logic on a few small files this way); any other arguments: plain pytest.
+if [[ ${1:-} == --tiers ]]; then
+  shift
+elif [[ $# -gt 0 ]]; then
   exec "${PYTEST[@]}" "$@"
 fi
 # The whole suite: two tiers side by side, one core each. The server/SLURM tier runs one test
@@ -31,12 +35,14 @@ fast_log=$(mktemp "${TMPDIR:-/tmp}/kvbench-fast-tier.XXXXXX")
 # tests of Ctrl-C handling would inherit; with job control on it keeps the default (and gets
 # its own process group, stopped by the trap below).
 set -m
-"${PYTEST[@]}" -m "not server and not slurm" >"$fast_log" 2>&1 &
+"${PYTEST[@]}" -m "not server and not slurm" "$@" >"$fast_log" 2>&1 &
 fast_pid=$!
 set +m
-trap 'kill -- -"$fast_pid" 2>/dev/null; rm -f "$fast_log"' EXIT
+# `|| true`: under set -e a failing kill (the tier has already ended) would end the trap,
+# and the script, with status 1 whatever the tiers said.
+trap 'kill -- -"$fast_pid" 2>/dev/null || true; rm -f "$fast_log"' EXIT
 slow_rc=0
-"${PYTEST[@]}" -m "server or slurm" || slow_rc=$?
+"${PYTEST[@]}" -m "server or slurm" "$@" || slow_rc=$?
 fast_rc=0
 wait "$fast_pid" || fast_rc=$?
 echo "=== the tier without a server (ran beside the one above):"
