@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import reference, stats, validity, why
+from analysis import policy_counters, reference, stats, validity, why
 from analysis.load import KEYS, load
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ class Results:
     warnings: list[str]  # about the data, for the report's summary
     reference: pd.DataFrame  # reference.csv
     ref_check: pd.DataFrame  # reference statements against our cells
+    # kvbench's policies (analysis.policy_counters): per valid cell and tool, the tool-time
+    # predictor's error; per valid cell, the keep/offload/drop decisions and prefetch outcomes
+    predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    decisions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def valid(self) -> pd.DataFrame:
@@ -53,7 +57,7 @@ class Results:
 
 def compute(paths: list[str | Path], options: Options | None = None) -> Results:
     o = options or Options()
-    data = load(paths, metric_names=why.METRIC_NAMES)
+    data = load(paths, metric_names=why.METRIC_NAMES + policy_counters.METRIC_NAMES)
     cells = validity.assess(data.cells, data.jobs, data.turns, o.max_failed_frac)
     valid = cells[cells["valid"]]
     jobs_w = stats.window_jobs(data.jobs, o.window)
@@ -86,6 +90,8 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
         warnings=warnings,
         reference=ref,
         ref_check=reference.check(ref, cells, jct, pt, ratio, seed_winners, o.tolerance),
+        predictions=policy_counters.predictions(metrics).merge(valid[KEYS], on=KEYS),
+        decisions=policy_counters.decisions(metrics).merge(valid[KEYS], on=KEYS),
     )
     log.info("computed: %d cells (%d valid), %d groups", len(cells), int(cells["valid"].sum()),
              len(winners))

@@ -66,6 +66,8 @@ def tables(res: pipeline.Results) -> dict[str, pd.DataFrame]:
         "cached_per_turn": res.cached_turn,
         "kv_usage": res.kv_usage,
         "reference_check": res.ref_check,
+        "predictions": res.predictions,
+        "decisions": res.decisions,
     }
 
 
@@ -186,6 +188,42 @@ def _why_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
     return page.table(d, cols, _row_class, "table-why")
 
 
+def _policy_tables(res: pipeline.Results, cells: pd.DataFrame) -> str:
+    """The predictor's error per tool and the scorer's decisions (analysis.policy_counters),
+    for the cells of kvbench's predictive policies; a line saying so when there are none."""
+    if res.predictions.empty and res.decisions.empty:
+        return page.para("No cell of these sweeps ran a kvbench policy that predicts tool "
+                         "times or decides where KV goes (predictive_*, predictive_scored).")
+    labels = cells[KEYS + ["cell"]]
+    parts = []
+    if not res.predictions.empty:
+        d = res.predictions.merge(labels, on=KEYS, how="left")
+        d["tool"] = d["tool"].replace("", "(unnamed)")
+        parts.append(page.para(
+            "Tool-time predictions, per tool and pooled: n returns, bias (mean predicted minus "
+            "actual gap: positive waits too long), mean absolute error, and the share of "
+            "turns that came back before the predicted time."))
+        parts.append(page.table(d, [
+            Col("cell", "cell", cls="l"), Col("tool", "tool", cls="l"),
+            Col("predictions", "n", page.num(6)), Col("bias_s", "bias", page.num(3, " s")),
+            Col("mae_s", "MAE", page.num(3, " s")),
+            Col("early_share", "back before predicted", page.percent)], None,
+            "table-predictions"))
+    if not res.decisions.empty:
+        d = res.decisions.merge(labels, on=KEYS, how="left")
+        heads = {"kept": "kept", "offloaded": "offloaded", "dropped": "dropped",
+                 "redecisions": "re-decided", "prefetch_hits": "prefetch hits",
+                 "prefetch_late": "prefetch late", "wasted_offloads": "wasted offloads",
+                 "offloads_unread": "offloads unread", "wasted_prefetches": "wasted prefetches",
+                 "offload_skipped": "offloads skipped (host full)"}
+        parts.append(page.para(
+            "Where each job's KV went during its tool calls (predictive_scored decides; "
+            "predictive_* offload every time) and what came of it; counts over the cell."))
+        parts.append(page.table(d, [Col("cell", "cell", cls="l")] + [
+            Col(k, v, page.num(6)) for k, v in heads.items()], None, "table-decisions"))
+    return "".join(parts)
+
+
 def _validity_table(cells: pd.DataFrame) -> str:
     cols = [Col("cell", "cell", cls="l"), Col("sweep", "sweep", cls="l"),
             Col("state", "state", cls="l"), Col("done", "DONE"),
@@ -286,6 +324,8 @@ def html(res: pipeline.Results, figs: list[FigureFile]) -> str:
         ("tlast", "Last turn over first turn and shape (seed §3.5)", _ratio_table(res, cells)),
         ("winners", "Winner per GPU, DRAM and JPS (seed §2.3)", _winner_table(res)),
         ("why", "Why", _why_table(res, cells)),
+        ("policies", "Predictions and decisions of kvbench's policies",
+         _policy_tables(res, cells)),
         ("validity", "Validity of every cell", _validity_table(cells)),
         ("reference", "Against the seed's quoted numbers", page.para(
             f"A stated value 'agrees' when ours lies within it, each end widened by "

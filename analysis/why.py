@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
 from analysis.load import KEYS
+from harness.plugins.counters import counter
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,9 @@ PREEMPTIONS = "vllm:num_preemptions_total"
 KV_USAGE = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")  # new name, old name
 OFFLOAD_BYTES = "vllm:kv_offload_total_bytes_total"
 # the kvbench plugins' own transfer counters (harness/plugins/stats.py): host tier <-> VRAM
-PLUGIN_BYTES = {"kvbench:offload_bytes_total": "offload",
-                "kvbench:prefetch_bytes_total": "onload",
-                "kvbench:late_load_bytes_total": "onload"}
+PLUGIN_BYTES = {counter("offload_bytes"): "offload",
+                counter("prefetch_bytes"): "onload",
+                counter("late_load_bytes"): "onload"}
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
 COUNTERS = (HITS, QUERIES, EXTERNAL_HITS, PREEMPTIONS, OFFLOAD_BYTES, *PLUGIN_BYTES)
@@ -39,9 +41,9 @@ METRIC_NAMES = [*COUNTERS, *KV_USAGE, RUNNING, WAITING]
 OFFLOAD_LABELS = {"GPU_to_CPU": "offload", "CPU_to_GPU": "onload"}
 
 
-def counter_increase(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Increase of every counter series (cell, name, labels) over its samples."""
-    m = metrics[metrics["name"].isin(COUNTERS)]
+def counter_increase(metrics: pd.DataFrame, names: Sequence[str] = COUNTERS) -> pd.DataFrame:
+    """Increase of every counter series (cell, name, labels) of ``names`` over its samples."""
+    m = metrics[metrics["name"].isin(list(names))]
     if m.empty:
         return pd.DataFrame(columns=KEYS + ["name", "labels", "increase"])
     m = m.sort_values(KEYS + ["name", "labels", "t_s"])
@@ -51,7 +53,7 @@ def counter_increase(metrics: pd.DataFrame) -> pd.DataFrame:
     return out.sum().reset_index()
 
 
-def _label_value(labels: pd.Series, key: str) -> pd.Series:
+def label_value(labels: pd.Series, key: str) -> pd.Series:
     parsed = {s: (json.loads(s) if isinstance(s, str) and s else {}) for s in labels.unique()}
     return labels.map(lambda s: str(parsed[s].get(key, "unlabelled")))
 
@@ -63,7 +65,7 @@ def offload_bytes(inc: pd.DataFrame) -> pd.DataFrame:
     o = inc[inc["name"].isin([OFFLOAD_BYTES, *PLUGIN_BYTES])]
     if o.empty:
         return pd.DataFrame(columns=KEYS)
-    vllm_kind = _label_value(o["labels"], "transfer_type").map(lambda t: OFFLOAD_LABELS.get(t, t))
+    vllm_kind = label_value(o["labels"], "transfer_type").map(lambda t: OFFLOAD_LABELS.get(t, t))
     kind = o["name"].map(PLUGIN_BYTES).fillna(vllm_kind)
     wide = o.assign(kind="bytes_" + kind).pivot_table(index=KEYS, columns="kind",
                                                       values="increase", aggfunc="sum")
