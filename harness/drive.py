@@ -56,10 +56,8 @@ async def drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows,
 
     def tick() -> None:  # progress is for status and the bar: a failed write only logs
         try:
-            records.write_json(
-                {"jobs_done": client.jobs_done, "jobs_total": wl.n_jobs, "t_s": client.now(),
-                 "state": "running", "client_workers": n_workers}, cell_dir / records.PROGRESS,
-            )  # fmt: skip
+            progress = records.Progress(client.jobs_done, wl.n_jobs, client.now(), n_workers)
+            records.write_json(progress.to_json(), cell_dir / records.PROGRESS)
         except OSError as e:
             if not warned:
                 warned.append(records.write_failure(e, cell_dir / records.PROGRESS))

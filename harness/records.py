@@ -57,7 +57,7 @@ SCHEMAS = {"turns": TURNS, "jobs": JOBS, "metrics": METRICS}  # <kind>.parquet o
 
 DONE = "DONE"  # the completion marker, written last
 MANIFEST = "manifest.json"
-PROGRESS = "progress.json"
+PROGRESS = "progress.json"  # a measuring cell's progress (Progress), removed when it ends
 # Space a running cell holds in its folder (hidden, so ignored by readers), given back to write
 # its manifest if the disk fills: the cell's failure is recorded even on a full disk.
 RESERVE = ".reserve"
@@ -358,3 +358,39 @@ def reserve_space(cell_dir: Path, nbytes: int = RESERVE_BYTES) -> bool:
 def release_space(cell_dir: Path) -> None:
     with contextlib.suppress(OSError):
         (Path(cell_dir) / RESERVE).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a measuring cell's ``progress.json`` says (written by harness.drive every second,
+    read by ``launch status`` and the local launcher's progress bar)."""
+
+    jobs_done: int
+    jobs_total: int
+    t_s: float | None = None  # seconds since the client's clock started
+    client_workers: int | None = None  # client processes (harness.shards)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"jobs_done": self.jobs_done, "jobs_total": self.jobs_total, "t_s": self.t_s,
+                "state": "running", "client_workers": self.client_workers}
+
+    def describe(self) -> str:
+        """``jobs 23/24, 167 s, 2 client workers`` (what is known of it)."""
+        parts = [f"jobs {self.jobs_done}/{self.jobs_total}"]
+        if self.t_s is not None:
+            parts.append(f"{self.t_s:.0f} s")
+        if self.client_workers is not None:
+            w = self.client_workers
+            parts.append(f"{w} client worker{'s' if w != 1 else ''}")
+        return ", ".join(parts)
+
+
+def read_progress(cell_dir: Path) -> Progress | None:
+    """The cell's progress.json, if it is measuring (None: absent or unreadable)."""
+    try:
+        d = json.loads((cell_dir / PROGRESS).read_text())
+        t, w = d.get("t_s"), d.get("client_workers")
+        return Progress(int(d["jobs_done"]), int(d["jobs_total"]),
+                        None if t is None else float(t), None if w is None else int(w))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None

@@ -34,14 +34,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 EXIT_CANCELLED = 128 + signal.SIGTERM  # the launcher's exit status after `launch cancel`
 
 
-def _jobs_progress(cell_dir) -> tuple[int, int] | None:
-    try:
-        d = json.loads((cell_dir / records.PROGRESS).read_text())
-        return int(d["jobs_done"]), int(d["jobs_total"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 class _StopRequest:
     """Handler of SIGTERM, SIGINT and SIGHUP: raise KeyboardInterrupt for the first, except
     inside ``deferred()`` (a job being submitted and recorded), where it is raised when the
@@ -205,11 +197,12 @@ def _follow(job, group, prog, cells_bar, jobs_bar, rerun=frozenset()) -> None:
             if records.is_done(d) and (d not in rerun or _mtime(d / records.DONE) >= t0):
                 finished += 1
                 continue
-            got = _jobs_progress(d)
+            got = records.read_progress(d)
             if got:
-                prog.update(
-                    jobs_bar, description=f"jobs of {cell.rel_dir}", completed=got[0], total=got[1]
-                )
+                workers = f" ({got.client_workers} client workers)" if (
+                    got.client_workers or 1) > 1 else ""
+                prog.update(jobs_bar, description=f"jobs of {cell.rel_dir}{workers}",
+                            completed=got.jobs_done, total=got.jobs_total)
             break
         prog.update(cells_bar, completed=done_before + finished)
         time.sleep(1)

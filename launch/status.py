@@ -196,15 +196,6 @@ def _tail(path: Path, n: int = 5) -> str:
     return "\n".join(lines[-n:])
 
 
-def read_progress(cell_dir: Path) -> tuple[int, int] | None:
-    """(jobs done, jobs total) from the cell's progress.json, if it is measuring."""
-    try:
-        d = json.loads((cell_dir / records.PROGRESS).read_text())
-        return int(d["jobs_done"]), int(d["jobs_total"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 ENDED = ("failed", "interrupted")  # manifest statuses of an attempt that ended without DONE
 # Signals by which a person stopped a cell (launch cancel, scancel, Ctrl-C, a closed terminal).
 USER_STOPS = ("SIGTERM", "SIGINT", "SIGHUP")
@@ -255,9 +246,9 @@ def cell_state(
         meta = {}
     # No job to ask (``launch cell``, another host's job): the process the manifest records.
     gone = process_gone(meta) if sched is None and meta.get("status") == "running" else None
-    prog = read_progress(cell_dir)
+    prog = records.read_progress(cell_dir)
     if prog and (sched is None or is_active(sched)) and gone is None:
-        return "running", f"jobs {prog[0]}/{prog[1]}"
+        return "running", prog.describe()
     active = is_active(sched)
     user_stop = _user_stop(meta)
     if not active and (cancelled or (sched or "").startswith("CANCELLED")
@@ -302,11 +293,12 @@ def collect(path: Path) -> tuple[sweepdir.SweepDir, list[dict]]:
         d = sweep.cell_dir(CellKey.from_rel(rel))
         sub = subs.get(rel, {})
         state, detail = cell_state(d, sched.get(rel), rel in cancelled, sub.get("time"))
-        prog = read_progress(d) if state == "running" else None
+        prog = records.read_progress(d) if state == "running" else None
         rows.append({
             "cell": rel, "state": state, "scheduler": sched.get(rel, ""), "detail": detail,
             "job_id": sub.get("job_id", ""), "executor": sub.get("executor", ""),
-            "jobs_done": prog[0] if prog else None, "jobs_total": prog[1] if prog else None,
+            "jobs_done": prog.jobs_done if prog else None,
+            "jobs_total": prog.jobs_total if prog else None,
         })  # fmt: skip
     _queued_behind(rows, sweep)
     return sweep, rows

@@ -265,3 +265,20 @@ def test_status_of_a_folder_that_is_not_a_sweep_is_a_one_line_error(tmp_path, ca
     assert cli.main(["status", str(tmp_path / "nope")]) == 2
     out = capsys.readouterr().out.strip()
     assert out.startswith("error:") and "not a sweep folder" in out and len(out.splitlines()) == 1
+
+
+def test_a_running_cell_shows_its_time_and_client_workers(tmp_path):
+    """progress.json as harness.drive writes it (records.Progress) reads back whole, and the
+    status detail says how far the cell is, for how long and on how many client processes."""
+    from harness import records
+
+    d = tmp_path / "cell"
+    d.mkdir()
+    records.write_json(records.Progress(7, 150, 42.4, 4).to_json(), d / records.PROGRESS)
+    got = records.read_progress(d)
+    assert got == records.Progress(7, 150, 42.4, 4)
+    assert st.cell_state(d, None) == ("running", "jobs 7/150, 42 s, 4 client workers")
+    records.write_json(records.Progress(1, 2, 0.4, 1).to_json(), d / records.PROGRESS)
+    assert st.cell_state(d, None)[1] == "jobs 1/2, 0 s, 1 client worker"
+    (d / records.PROGRESS).write_text("{not json")
+    assert records.read_progress(d) is None
