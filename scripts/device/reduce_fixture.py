@@ -19,13 +19,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from analysis import why  # noqa: E402
+from analysis import policy_counters, why  # noqa: E402
 from harness.cellkey import iter_cell_dirs
 
-# what the analysis reads (analysis.why), and two more series cell_table.py and readers of
-# the fixture use
-METRICS = {*why.METRIC_NAMES, "vllm:external_prefix_cache_queries_total",
-           "vllm:prompt_tokens_total"}
+# what the analysis reads (analysis.why, analysis.policy_counters), and two more series
+# cell_table.py and readers of the fixture use
+METRICS = {*why.METRIC_NAMES, *policy_counters.METRIC_NAMES,
+           "vllm:external_prefix_cache_queries_total", "vllm:prompt_tokens_total"}
 KEEP = ("manifest.json", "DONE", "turns.parquet", "jobs.parquet")
 
 
