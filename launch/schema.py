@@ -158,6 +158,9 @@ class DramConf:
     # The seed's "DRAM size": the host-memory budget of the offload tier (LMCache's local CPU
     # backend, vLLM's CPU offload, our host tier). The scheduler is asked for
     # gb + cluster.host_reserve_gb, so the tier never competes with the server process.
+    # "GB" as the seed, SLURM (--mem=<n>G) and the engines read it: GiB (2**30 bytes; LMCache's
+    # max_local_cpu_size and vLLM's cpu_bytes_to_use = gb * 2**30), as is the node memory it
+    # is checked against (psutil's total / 2**30, sinfo's MiB / 1024).
     gb: int = MISSING
 
     def __post_init__(self) -> None:

@@ -87,9 +87,9 @@ def check_dram(cfg: Config) -> None:
                   else "this machine's memory")  # fmt: skip
         raise ConfigError(
             f"dram={cfg.dram.gb} asks for {need} GB of host memory (dram + "
-            f"cluster.host_reserve_gb={cfg.cluster.host_reserve_gb}) but a {cfg.cluster.name} node "
-            f"gives {have:.0f} GB ({source}); choose a smaller dram, or another cluster "
-            f"(cluster=<profile>)"
+            f"cluster.host_reserve_gb={cfg.cluster.host_reserve_gb}; GB = GiB, as SLURM's --mem) "
+            f"but a {cfg.cluster.name} node gives {have:.0f} GB ({source}); choose a smaller "
+            f"dram, or another cluster (cluster=<profile>)"
         )
 
 
