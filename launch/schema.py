@@ -217,8 +217,12 @@ class ToolTimeConf:
     # shards; relative: from the repo root), and its format (null: detected from the file)
     trace: str | None = None
     trace_format: TraceFormat | None = None
+    # cap every drawn time at this many seconds (null: none). Fitted tails of a few samples
+    # reach minutes (one 307 s call held a 24-job CPU cell for 7 of its 8 minutes)
+    max_s: float | None = None
 
     def __post_init__(self) -> None:
+        _positive("workload.tool.max_s", self.max_s, "a positive number of seconds, or null")
         self.dist = _kind(ToolDist, "workload.tool.dist", self.dist)
         self.trace_format = _kind(TraceFormat, "workload.tool.trace_format", self.trace_format)
         _file("workload.tool.file", self.file)

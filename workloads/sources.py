@@ -94,9 +94,11 @@ def describe(wl: Any) -> str:
 
 
 def _tool_line(tool: Any) -> str:
+    cap = getattr(tool, "max_s", None)
+    capped = "" if cap is None else f", capped at {cap:g} s"
     if str(tool.dist) in ("empirical", "fitted"):
-        return f"{tool.dist} per-tool times from {tool.trace}"
-    return f"{tool.dist} {tool.mean_s:g} s"
+        return f"{tool.dist} per-tool times from {tool.trace}{capped}"
+    return f"{tool.dist} {tool.mean_s:g} s{capped}"
 
 
 @register("generated")

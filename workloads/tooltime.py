@@ -216,8 +216,26 @@ KINDS: dict[str, type] = {
 }
 
 
+class Capped:
+    """Another kind's times, each at most ``max_s`` (``workload.tool.max_s``); names kept."""
+
+    def __init__(self, inner: ToolTime, max_s: float) -> None:
+        self.inner, self.max_s = inner, max_s
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[float]:
+        return self.draw_tools(rng, n)[0]
+
+    def draw_tools(self, rng: np.random.Generator, n: int) -> tuple[list[float], list[str]]:
+        secs, names = self.inner.draw_tools(rng, n)
+        return [min(s, self.max_s) for s in secs], names
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "max_s": self.max_s}
+
+
 def make(conf: Any) -> ToolTime:
-    """The tool-time distribution of ``conf`` (a ToolTimeConf or its DictConfig)."""
+    """The tool-time distribution of ``conf`` (a ToolTimeConf or its DictConfig), capped at
+    ``conf.max_s`` when that is set."""
     try:
         kind = KINDS[str(conf.dist)]
     except KeyError:
@@ -225,4 +243,11 @@ def make(conf: Any) -> ToolTime:
             f"workload.tool.dist={conf.dist} is unknown; allowed: {', '.join(KINDS)}"
         ) from None
     out: ToolTime = kind(conf)
+    max_s = conf.get("max_s") if hasattr(conf, "get") else getattr(conf, "max_s", None)
+    if max_s is not None:
+        m = float(max_s)
+        if not (math.isfinite(m) and m > 0):
+            raise WorkloadError(f"workload.tool.max_s={max_s}: must be a positive number of "
+                                f"seconds, or null")
+        out = Capped(out, m)
     return out

@@ -192,10 +192,26 @@ class PolicyConnector(KVConnectorBase_V1):
         return self.on_lookup(request, num_computed_tokens, hint), False
 
     def _make_room(self, request: Any, num_local: int, hint: Hint | None) -> None:
-        need = -(-(request.num_tokens - num_local) // self.block_size) + 1
+        """Let go of the policy's holds (other jobs' first) until the request can be admitted.
+
+        What admission takes from the free pool (vLLM's ``allocate_slots``: the whole prompt
+        must fit, ``scheduler_reserve_full_isl``): a block for every token not yet computed,
+        and also every local prefix-cache hit that sits in the free queue (ref count 0: it is
+        counted as free until the request touches it). Only the hits something holds (the
+        policy's own hold on this job's KV, ``held_blocks``) cost nothing. Counting only the
+        tokens past the hits, as this did before, left a request waiting whose hits were
+        evictable blocks while the policy's holds filled the cache: on the CPU engine
+        (96 blocks) every request stopped for 27 s, until the holds' time ran out
+        (predictors_cpu, predictive_mean, docs/benchmarks/predictors.md)."""
         spare = hint.job_id if hint else None
+        held = min(self.held_blocks(spare), num_local // self.block_size) if spare else 0
+        need = -(-request.num_tokens // self.block_size) + 1 - held
         while self.pool.get_num_free_blocks() < need and self.yield_one(spare):
             pass
+
+    def held_blocks(self, job: str) -> int:
+        """Blocks of ``job``'s KV the policy holds in VRAM now (its next turn's hits)."""
+        return 0
 
     def update_state_after_alloc(self, request: Any, blocks: Any, num_external_tokens: int):
         hint = request_hint(request)

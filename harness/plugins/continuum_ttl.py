@@ -197,6 +197,10 @@ class ContinuumTTLConnector(PolicyConnector):
         others = [(p.arrival, j) for j, p in self.pins.items() if j != spare_job]
         return max(others)[1] if others else None
 
+    def held_blocks(self, job: str) -> int:
+        pin = self.pins.get(job)
+        return len(pin.blocks) if pin is not None else 0
+
     def yield_one(self, spare_job: str | None) -> bool:
         job = self._latest(spare_job)
         if job is None:

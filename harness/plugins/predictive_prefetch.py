@@ -340,6 +340,10 @@ class PredictivePrefetchConnector(PolicyConnector):
         return (j for j, e in self.entries.items()
                 if j != spare_job and e.state in HELD and e.held)
 
+    def held_blocks(self, job: str) -> int:
+        e = self.entries.get(job)
+        return len(e.held) if e is not None and e.state in ("kept", "vram") else 0
+
     def yield_one(self, spare_job: str | None) -> bool:
         job = next(self._victims(spare_job), None)
         if job is None:

@@ -156,6 +156,32 @@ def test_pressure_releases_the_latest_arrived_job_s_pin_first(server):
     late.send(last=True, new_tokens=64)
 
 
+def test_evictable_prefix_hits_count_when_making_room(server):
+    """A turn whose own prefix-cache hits sit in the free queue (nothing holds them) takes them
+    out of it when admitted, so making room must count them: here D's and E's pins hold 40 of
+    55 blocks, C's turn 2 (16 blocks, 10 of them its evictable turn-1 hits) needs 16 free, and
+    only 15 are. Counting only the 6 blocks past the hits released no pin, and every request
+    waited until the pins' TTL ran out (27 s stalls of the whole engine in predictors_cpu)."""
+    d, e = Job(server, "D2", seed=41), Job(server, "E2", seed=42)
+    d.send(tool_s=30.0)
+    e.send(tool_s=30.0)
+    t_pinned = time.monotonic()
+    assert stats(server)["gauges"]["pinned_blocks"] >= 40
+    before = counter(server, "pins_released_pressure")
+    c = Job(server, None, seed=43, first=1280)
+    c.send()  # 11 blocks: fits beside the pins
+    assert counter(server, "pins_released_pressure") == before
+    t0 = time.monotonic()
+    c2 = c.send(new_tokens=640)  # 1,924 tokens: 16 blocks
+    took = time.monotonic() - t0
+    assert took < TTL_S - (t0 - t_pinned) - 2, f"waited {took:.1f} s: for the pins' TTL"
+    assert wait_for(lambda: counter(server, "pins_released_pressure") > before, 2)
+    assert c2["cached"] >= 1280, c2  # its evictable hits were used, not recomputed
+    assert set(stats(server)["jobs"]) <= {"D2"}  # E2 arrived last: its pin went first
+    d.send(last=True, new_tokens=64)
+    e.send(last=True, new_tokens=64)
+
+
 def test_the_last_turn_ends_the_pin_and_the_job(server):
     job = Job(server, "L", seed=7)
     job.send(tool_s=1.0)

@@ -147,3 +147,25 @@ def test_agent8_tracetools_plans_with_named_long_tail_tools(tmp_path):
     assert {"shell", "Bash", "WebSearch", "Read"} <= set(names)
     secs = np.array([g for j in w.jobs for g in j.tool_s])
     assert secs.max() > 40 and np.median(secs) < 5  # a long tail, not a fixed 0.5 s
+
+
+def test_max_s_caps_every_draw_and_keeps_the_names():
+    """workload.tool.max_s: the same draws (same stream), each at most max_s; the tool names
+    and every time under the cap unchanged."""
+    wl = OmegaConf.structured(WorkloadConf(name="t", n_jobs=40, n_turns=6))
+    wl.tool = OmegaConf.structured(conf("fitted", TRACELAB))
+    free = agent.generate(wl, 1.0, VOCAB)
+    wl.tool.max_s = 10.0
+    capped = agent.generate(wl, 1.0, VOCAB)
+    a = np.array([t for j in free.jobs for t in j.tool_s])
+    b = np.array([t for j in capped.jobs for t in j.tool_s])
+    assert a.max() > 10.0  # the sample's shell and Bash tails go past it
+    assert np.array_equal(b, np.minimum(a, 10.0))
+    assert [j.tool_names for j in free.jobs] == [j.tool_names for j in capped.jobs]
+    assert tooltime.make(wl.tool).describe()["max_s"] == 10.0
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan")])
+def test_a_bad_cap_is_refused_at_planning(bad):
+    with pytest.raises(ConfigError, match="workload.tool.max_s"):
+        ToolTimeConf(max_s=bad)
