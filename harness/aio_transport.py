@@ -1,18 +1,23 @@
-"""An httpx transport on aiohttp: what the agent client's AsyncOpenAI sends its requests through.
+"""Sending the agent client's requests with aiohttp, as an httpx transport and without one.
 
-openai builds each request and hands it to an ``httpx.AsyncClient``; under it, httpx's own
-transport (httpcore, h11, anyio: a time-out scope, an h11 event and three generator layers per
-read) made most of the client's CPU per streamed completion of ~22 chunks on the 2-core dev
-machine: 7.4 ms a request through plain httpx in a micro-benchmark, 1.8 ms through aiohttp; in
-``bench/client_peers.py``'s small row the client went from 9.1 to 4.7 ms a request with this
-transport (bench/README.md). :class:`AioTransport` sends the request with aiohttp and hands
-httpx back a response whose body is aiohttp's reads as they come.
+openai builds the client's requests as httpx requests; under them, httpx's own transport
+(httpcore, h11, anyio: a time-out scope, an h11 event and three generator layers per read) made
+most of the client's CPU per streamed completion of ~22 chunks on the 2-core dev machine: 7.4 ms
+a request through plain httpx in a micro-benchmark, 1.8 ms through aiohttp; in
+``bench/client_peers.py``'s small row the client went from 9.1 to 4.7 ms a request with
+:class:`AioTransport` under openai (bench/README.md). It sends an httpx request with aiohttp and
+hands httpx back a response whose body is aiohttp's reads as they come
+(``handle_async_request``). The client now sends its requests with ``AioTransport.send``: the
+form of a request that openai built once (URL, headers, time-outs) sent again with each body,
+its response (a :class:`Reply`) read straight from aiohttp, with neither openai's nor httpx's
+per-request objects: that took ~30% of the client's CPU per request off again.
 
-What the client relies on is kept: httpx's time-outs (``request.extensions["timeout"]``:
-``connect`` -> aiohttp's ``sock_connect``, ``read`` -> ``sock_read``, the longest silence while
-waiting for the headers or between two reads of the body; ``pool`` bounds the wait for a
-connection and the connect together) and httpx's exceptions, so openai and the client tell a
-time-out from a failure before any byte (retried) and from a cut mid-stream:
+What the client relies on is kept either way: httpx's time-outs
+(``request.extensions["timeout"]``: ``connect`` -> aiohttp's ``sock_connect``, ``read`` ->
+``sock_read``, the longest silence while waiting for the headers or between two reads of the
+body; ``pool`` bounds the wait for a connection and the connect together) and httpx's
+exceptions, so openai and the client tell a time-out from a failure before any byte (retried)
+and from a cut mid-stream:
 
 - a connect time-out: ``httpx.ConnectTimeout``; a read time-out: ``httpx.ReadTimeout``;
 - a refused connection: ``httpx.ConnectError``; the server closing the connection before or
@@ -20,13 +25,15 @@ time-out from a failure before any byte (retried) and from a cut mid-stream:
   ``httpx.ReadError``.
 
 One aiohttp session per key (the client's job id), each with its own connector, so a job's
-turns reuse its own keep-alive connection as they did with one httpx pool per job. The body is
-left as it came (``auto_decompress=False``): httpx decodes it per ``Content-Encoding``.
+turns reuse its own keep-alive connection as they did with one httpx pool per job. Through
+``handle_async_request`` the body is left as it came (httpx decodes it per
+``Content-Encoding``); through ``send``, aiohttp decodes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from typing import NamedTuple
 
 import aiohttp
 import httpx
@@ -54,25 +61,97 @@ def _httpx_error(e: BaseException, request: httpx.Request) -> httpx.TransportErr
 _AIO_ERRORS = (aiohttp.ClientError, OSError)
 
 
-class _Body(httpx.AsyncByteStream):
-    """The response body: aiohttp's reads as they come; ``aclose`` releases the response (its
-    connection goes back to the pool when the body was read to the end, is closed if not)."""
+# headers that depend on the body or that aiohttp writes itself from the URL and the body
+_PER_BODY = (b"host", b"content-length")
 
-    __slots__ = ("_resp", "_request")
+
+def form_headers(form: httpx.Request) -> list[tuple[bytes, bytes]]:
+    """The headers to send ``form`` again with another body: its own, less Host and
+    Content-Length (written again for each body)."""
+    return [(k, v) for k, v in form.headers.raw if k.lower() not in _PER_BODY]
+
+
+class Reply:
+    """A response whose body is still to be read (:meth:`AioTransport.send`).
+
+    ``status``; ``pieces()``: the body's reads as they come (an async generator: close it with
+    ``contextlib.aclosing``; aiohttp's failures raised as httpx's); ``aclose()`` releases the
+    connection (back to the pool when the body was read to its end, closed if not);
+    ``read_httpx()``, for a response that is an error: all of it as an httpx response, what
+    openai makes its status errors from. ``request``: the request its exceptions name.
+    """
+
+    __slots__ = ("_resp", "request")
 
     def __init__(self, resp: aiohttp.ClientResponse, request: httpx.Request) -> None:
         self._resp = resp
-        self._request = request
+        self.request = request
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    @property
+    def status(self) -> int:
+        return self._resp.status
+
+    async def pieces(self) -> AsyncGenerator[bytes, None]:
+        # readany in a loop: what iter_any does, less its iterator object's layer
+        read = self._resp.content.readany
         try:
-            async for chunk in self._resp.content.iter_any():
+            while chunk := await read():
                 yield chunk
         except _AIO_ERRORS as e:
-            raise _httpx_error(e, self._request) from e
+            raise _httpx_error(e, self.request) from e
 
     async def aclose(self) -> None:
         self._resp.release()
+
+    def httpx_response(self) -> httpx.Response:
+        """As httpx's response, the body still to be read (its stream: ``pieces()``)."""
+        return httpx.Response(self._resp.status, headers=list(self._resp.raw_headers),
+                              stream=_Body(self), request=self.request,
+                              extensions=self._extensions())  # fmt: skip
+
+    async def read_httpx(self) -> httpx.Response:
+        """As httpx's response, the body read (and the connection released)."""
+        try:
+            body = await self._resp.read()
+        except _AIO_ERRORS as e:
+            raise _httpx_error(e, self.request) from e
+        finally:
+            self._resp.release()
+        # as read (by send: decoded): the headers that described its encoding are left out
+        headers = [(k, v) for k, v in self._resp.raw_headers
+                   if k.lower() not in (b"content-encoding", b"content-length",
+                                        b"transfer-encoding")]  # fmt: skip
+        return httpx.Response(self._resp.status, headers=headers, content=body,
+                              request=self.request, extensions=self._extensions())  # fmt: skip
+
+    def _extensions(self) -> dict[str, object]:
+        return {"http_version": b"HTTP/1.1",
+                "reason_phrase": (self._resp.reason or "").encode("ascii", "replace")}  # fmt: skip
+
+
+class _Body(httpx.AsyncByteStream):
+    """A :class:`Reply`'s body as httpx's response stream; ``aclose`` releases the response."""
+
+    __slots__ = ("_reply",)
+
+    def __init__(self, reply: Reply) -> None:
+        self._reply = reply
+
+    def __aiter__(self) -> AsyncGenerator[bytes, None]:
+        return self._reply.pieces()
+
+    async def aclose(self) -> None:
+        await self._reply.aclose()
+
+
+class _AioForm(NamedTuple):
+    """An httpx request as aiohttp sends it."""
+
+    request: httpx.Request
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    timeout: aiohttp.ClientTimeout
 
 
 class AioTransport(httpx.AsyncBaseTransport):
@@ -87,6 +166,7 @@ class AioTransport(httpx.AsyncBaseTransport):
         self._keepalive_s = keepalive_s
         self._sessions: dict[int, aiohttp.ClientSession] = {}
         self._timeouts: dict[tuple, aiohttp.ClientTimeout] = {}
+        self._last_form: _AioForm | None = None  # what send sent last, as aiohttp sends it
 
     def _session(self, key: int) -> aiohttp.ClientSession:
         s = self._sessions.get(key)
@@ -109,30 +189,41 @@ class AioTransport(httpx.AsyncBaseTransport):
             )
         return ct
 
+    def _aio_form(self, request: httpx.Request) -> _AioForm:
+        headers = CIMultiDict((k.decode("latin-1"), v.decode("latin-1"))
+                              for k, v in form_headers(request))  # fmt: skip
+        return _AioForm(request, request.method, URL(str(request.url), encoded=True), headers,
+                        self._timeout(request))  # fmt: skip
+
+    async def _send(self, form: _AioForm, body: bytes, decompress: bool) -> Reply:
+        try:
+            resp = await self._session(self._key()).request(
+                form.method, form.url, headers=form.headers, data=body or None,
+                timeout=form.timeout, allow_redirects=False, auto_decompress=decompress,
+            )  # fmt: skip
+        except _AIO_ERRORS as e:
+            raise _httpx_error(e, form.request) from e
+        return Reply(resp, form.request)
+
+    async def send(self, form: httpx.Request, body: bytes) -> Reply:
+        """``form`` sent again, with the body ``body``; its response, unread and decoded.
+
+        For a client that sends many requests alike (the agent client: one form, built by
+        openai once): the aiohttp form of ``form`` (URL, headers, time-outs) is made once, not
+        per request, and no httpx object is made per request.
+        """
+        if self._last_form is None or self._last_form.request is not form:
+            self._last_form = self._aio_form(form)
+        return await self._send(self._last_form, body, decompress=True)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             body = request.content
         except httpx.RequestNotRead:
             body = await request.aread()
-        try:
-            resp = await self._session(self._key()).request(
-                request.method,
-                URL(str(request.url), encoded=True),
-                headers=CIMultiDict(request.headers.multi_items()),
-                data=body or None,
-                timeout=self._timeout(request),
-                allow_redirects=False,
-            )
-        except _AIO_ERRORS as e:
-            raise _httpx_error(e, request) from e
-        return httpx.Response(
-            resp.status,
-            headers=list(resp.raw_headers),
-            stream=_Body(resp, request),
-            request=request,
-            extensions={"http_version": b"HTTP/1.1",
-                        "reason_phrase": (resp.reason or "").encode("ascii", "replace")},
-        )  # fmt: skip
+        # the body as it came: httpx decodes it
+        reply = await self._send(self._aio_form(request), body, decompress=False)
+        return reply.httpx_response()
 
     async def close_key(self, key: int) -> None:
         s = self._sessions.pop(key, None)

@@ -30,9 +30,10 @@ from typing import Any, cast
 
 import httpx
 import openai
-from openai import AsyncOpenAI, AsyncStream
+from openai import AsyncOpenAI
+from openai._models import FinalRequestOptions
 
-from harness.aio_transport import AioTransport
+from harness.aio_transport import AioTransport, Reply, form_headers
 from harness.hints import Hint, extra_body
 from workloads.agent import JobSpec, Workload
 
@@ -140,6 +141,14 @@ class _PoolPerJob(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         return await self._pool(_JOB.get()).handle_async_request(request)
 
+    async def send(self, form: httpx.Request, body: bytes) -> _HttpxReply:
+        """``form`` sent again with the body ``body`` (as ``AioTransport.send``)."""
+        request = httpx.Request(form.method, form.url, headers=form_headers(form), content=body,
+                                extensions=dict(form.extensions))  # fmt: skip
+        response = await self.handle_async_request(request)
+        response.request = request  # as httpx's client sets it
+        return _HttpxReply(response)
+
     async def close_job(self, job: int) -> None:
         pool = self._pools.pop(job, None)
         if pool is not None:
@@ -149,6 +158,33 @@ class _PoolPerJob(httpx.AsyncBaseTransport):
         pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             await pool.aclose()
+
+
+class _HttpxReply:
+    """An httpx response as an ``aio_transport.Reply``: what ``_PoolPerJob.send`` hands back."""
+
+    __slots__ = ("_response", "request")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.request = response.request
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    def pieces(self) -> AsyncGenerator[bytes, None]:
+        return cast("AsyncGenerator[bytes, None]", self._response.aiter_bytes())
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+    async def read_httpx(self) -> httpx.Response:
+        try:
+            await self._response.aread()
+        finally:
+            await self._response.aclose()
+        return self._response
 
 
 class _AioPerJob(AioTransport):
@@ -191,9 +227,16 @@ class AgentClient:
             http_client=self.http,  # type: ignore[arg-type]
             max_retries=0,
             # Given, not left to openai: it takes the http client's timeout unless that equals
-            # httpx's default (5 s), which it replaces by its own 600 s.
-            timeout=opts.request_timeout_s,
+            # httpx's default (5 s), which it replaces by its own 600 s. No limit on one read
+            # (read=None): _turn's asyncio.timeout bounds the whole request with the same
+            # figure and starts first, so a read limit could never fire before it; with it,
+            # aiohttp re-armed a timer for every read (sock_read: a call_later and a cancel
+            # each, ~22 a request).
+            timeout=openai.Timeout(opts.request_timeout_s, read=None),
         )
+        self._form = self._request_form()
+        # every request's body starts so (_turn)
+        self._body_head = b'{"model":' + _dumps(opts.model) + b',"stream":true,"prompt":'
         self.jobs_done = 0
         self.jobs_total = 0
         self._rank: dict[int, int] = {}
@@ -291,11 +334,14 @@ class AgentClient:
                 await self._transport.close_job(job.job_id)
 
     async def _turns(self, job: JobSpec, rows: list[TurnRecord], rec: JobRecord) -> None:
-        # Tuples, not lists: the same JSON, and the garbage collector stops tracking a tuple of
-        # ints after one look, where it walks a list's ~13K ids on every pass while it lives.
-        prompt: tuple[int, ...] = tuple(job.first_prompt)
+        # The prompt is kept as its JSON (b"[1,2,...]"), extended turn by turn: each turn's
+        # prompt is the last one plus the output and the tool's ids, so only those are encoded
+        # (~1.8K ids a turn at the seed row, not the whole prompt: ~8K on average, 0.75 ms of
+        # json.dumps a request). Bytes are also never walked by the garbage collector.
+        prompt = _ids_json(job.first_prompt)
+        n_prompt = len(job.first_prompt)
         for tr in rows:
-            tr.prompt_tokens = len(prompt)
+            tr.prompt_tokens = n_prompt
             output = await self._turn(job, tr.turn, prompt, tr)
             if tr.turn == 1:
                 rec.start_s = tr.sent_s
@@ -307,18 +353,23 @@ class AgentClient:
             rec.turns_done += 1
             if tr.turn < job.n_turns:
                 await asyncio.sleep(tr.tool_s)
-                prompt = prompt + tuple(output) + tuple(job.tool_outputs[tr.turn - 1])
+                more = (*output, *job.tool_outputs[tr.turn - 1])
+                prompt, n_prompt = _extend_ids_json(prompt, more), n_prompt + len(more)
 
-    async def _turn(
-        self, job: JobSpec, turn: int, prompt: tuple[int, ...], tr: TurnRecord
-    ) -> list[int]:
+    async def _turn(self, job: JobSpec, turn: int, prompt: bytes, tr: TurnRecord) -> list[int]:
+        """One turn's request; ``prompt``: its ids as JSON (``_ids_json``)."""
         hint = Hint.for_turn(str(job.job_id), turn, job.n_turns, job.tool_after(turn),
                              job.tool_name(turn))  # fmt: skip
-        body: dict[str, Any] = {"ignore_eos": True, "return_token_ids": True}
+        rest: dict[str, Any] = {"max_tokens": job.output_tokens(turn), "stream_options": _USAGE,
+                                "ignore_eos": True, "return_token_ids": True}  # fmt: skip
         if self.opts.priority:
-            body["priority"] = tr.priority = self._rank[job.job_id]
+            rest["priority"] = tr.priority = self._rank[job.job_id]
         if self.opts.send_hints:
-            body.update(extra_body(hint, continuum_fields=self.opts.continuum_fields))
+            rest.update(extra_body(hint, continuum_fields=self.opts.continuum_fields))
+        # The body as openai would write it (openapi_dumps) from {"model", "stream", "prompt",
+        # then the rest}: create()'s keys in its order, then the extra ones. The ids are already
+        # JSON (prompt); the rest is written here, once for the turn's attempts.
+        content = b"".join((self._body_head, prompt, b",", _dumps(rest)[1:]))
         for attempt in range(self.opts.max_retries + 1):
             tr.retries = attempt
             if tr.sent_s is None:
@@ -326,7 +377,7 @@ class AgentClient:
             try:
                 # asyncio.timeout, not wait_for: no extra task per request
                 async with asyncio.timeout(self.opts.request_timeout_s):
-                    return await self._stream(prompt, job.output_tokens(turn), body, tr)
+                    return await self._stream(content, tr)
             except _NoByte as e:
                 tr.error = f"retried: {e.__cause__!r}"
                 log.warning(
@@ -343,53 +394,76 @@ class AgentClient:
                 return self._fail(tr, "error", f"{type(e).__name__}: {e}")
         return self._fail(tr, "error", f"gave up after {tr.retries} retries: {tr.error}")
 
+    def _request_form(self) -> httpx.Request:
+        """The request openai would send each turn (the body aside), built by openai once: its
+        URL, its headers (auth, content type, openai's own) and its httpx extensions (the
+        time-out). The same for every request of the client: each is this form sent again with
+        its own body (``_send``)."""
+        req = self.api._build_request(FinalRequestOptions.construct(
+            method="post", url="/completions", content=b"", headers=_RAW_RESPONSE))  # fmt: skip
+        # (openai annotates it as httpx2's Request; with self.http it is httpx's)
+        return cast("httpx.Request", req)
+
+    async def _send(self, content: bytes) -> Reply | _HttpxReply:
+        """Send one request (its body: ``content``) and hand back its response, unread.
+
+        openai built the request's form once (``_request_form``: what ``AsyncOpenAI.post``
+        would build again for every request), and its exceptions are raised as its
+        ``request()`` raised them: ``APITimeoutError`` and ``APIConnectionError`` for a
+        failure before the response, ``APIStatusError`` (by status, its body read) for a
+        non-2xx status. What is left out is openai's and httpx's per-request path (``post``
+        building the options, headers and URL again, then ``AsyncClient.send``: auth,
+        redirects, cookies, httpx's request and response objects), which took ~30% of the
+        client's CPU per request (bench/README.md): the form goes straight to the job's
+        connection (``AioTransport.send``).
+        """
+        form = self._form
+        try:
+            reply = await self._transport.send(form, content)
+        except httpx.TimeoutException as e:
+            raise openai.APITimeoutError(request=form) from e  # type: ignore[arg-type]
+        except httpx.RequestError as e:
+            raise openai.APIConnectionError(request=form) from e  # type: ignore[arg-type]
+        if not 200 <= reply.status < 300:
+            # (openai annotates the response as httpx2's; at run time it takes httpx's)
+            response = await reply.read_httpx()
+            raise self.api._make_status_error_from_response(response)  # type: ignore[arg-type]
+        return reply
+
     def _fail(self, tr: TurnRecord, status: str, msg: str) -> list[int]:
         tr.status, tr.error, tr.last_token_s = status, msg[:2000], self.now()
         return []
 
-    async def _stream(
-        self, prompt: tuple[int, ...], max_tokens: int, body: dict, tr: TurnRecord
-    ) -> list[int]:
+    async def _stream(self, content: bytes, tr: TurnRecord) -> list[int]:
         out: list[int] = []
         got_byte = False
         try:
-            # openai builds the request (base URL, headers, auth, time-out), sends it through
-            # self.http and raises for a non-2xx status (APIStatusError, having read the body),
-            # as create() did; what is left out is create()'s per-call transform of its
-            # parameters (a walk of their type annotations: ~18 recursive calls a request) and
-            # its response wrappers. The body is the one create() sent: its keys in create()'s
-            # order, then the extra ones; the ids as they are (create() would walk them one by
-            # one: 0.8 s of CPU for a 13K-id prompt on the 2-core dev machine, when passed as
-            # prompt=). cast_to=httpx.Response and the X-Stainless-Raw-Response header (also
-            # what with_streaming_response sent; the server ignores it) make openai hand back
-            # the response unread; its body is read here (_sse_events), not by AsyncStream.
-            # (openai annotates cast_to with httpx2's Response; at run time it takes httpx's)
-            http = cast("httpx.Response", await self.api.post(  # type: ignore[call-overload]
-                "/completions", cast_to=httpx.Response, options=_STREAM_OPTIONS,
-                body={"model": self.opts.model, "stream": True, "prompt": prompt,
-                      "max_tokens": max_tokens, "stream_options": _USAGE, **body},
-                stream=True, stream_cls=AsyncStream[object],
-            ))  # fmt: skip
+            reply = await self._send(content)
             try:
-                async with contextlib.aclosing(_sse_events(http)) as sse:
-                    async for data in sse:
-                        got_byte = True
-                        chunk = _json_loads(data)
-                        if type(chunk) is not dict:
-                            raise ValueError(f"not a JSON object: {data[:200]!r}")
-                        if chunk.get("error"):
-                            # what openai's AsyncStream raises for vLLM's mid-stream error event
-                            raise _stream_error(chunk["error"], http)
-                        for choice in chunk.get("choices") or ():
-                            ids = choice.get("token_ids") or ()
-                            if tr.first_token_s is None and (ids or choice.get("text")):
-                                tr.first_token_s = self.now()
-                            out.extend(ids)
-                        usage = chunk.get("usage")
-                        if usage is not None:
-                            _usage(tr, usage)
+                sse = _SSE()
+                pieces = reply.pieces()
+                async with contextlib.aclosing(pieces):
+                    async for piece in pieces:
+                        if sse.done:
+                            continue  # read to the end, so the connection can be reused
+                        for data in sse.feed(piece):
+                            got_byte = True
+                            chunk = _loads_chunk(data)
+                            if type(chunk) is not dict:
+                                raise ValueError(f"not a JSON object: {data[:200]!r}")
+                            if chunk.get("error"):
+                                # what openai's AsyncStream raises for vLLM's mid-stream error
+                                raise _stream_error(chunk["error"], reply.request)
+                            for choice in chunk.get("choices") or ():
+                                ids = choice.get("token_ids") or ()
+                                if tr.first_token_s is None and (ids or choice.get("text")):
+                                    tr.first_token_s = self.now()
+                                out.extend(ids)
+                            usage = chunk.get("usage")
+                            if usage is not None:
+                                _usage(tr, usage)
             finally:
-                await http.aclose()
+                await reply.aclose()
         except (openai.APIConnectionError, httpx.RequestError) as e:
             # a time-out is never retried: the server may be working on the request
             timed_out = isinstance(e, (openai.APITimeoutError, httpx.TimeoutException))
@@ -403,31 +477,114 @@ class AgentClient:
         return out
 
 
-_json_loads = json.loads
-# openai hands back the response unread (stream=True), as with_streaming_response had it
-_STREAM_OPTIONS = {"headers": {"X-Stainless-Raw-Response": "stream"}}
+# the header openai's with_streaming_response sent (the server ignores it): still sent, so that
+# the request is the one it was
+_RAW_RESPONSE = {"X-Stainless-Raw-Response": "stream"}
 _USAGE = {"include_usage": True}
 
+# JSON as openai writes a request's body (openai._utils._json.openapi_dumps), as bytes
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
-async def _sse_events(response: httpx.Response) -> AsyncGenerator[bytes, None]:
-    """The data of each server-sent event of ``response``'s body, as bytes, up to ``[DONE]``;
-    the rest of the body is read (and dropped), so the connection can be reused.
+
+def _dumps(obj: Any) -> bytes:
+    return _encode(obj).encode()
+
+
+def _ids_json(ids: Sequence[int]) -> bytes:
+    """``ids`` as a JSON array, as openai would write them (``[1,2,3]``)."""
+    return _dumps(tuple(ids))
+
+
+def _extend_ids_json(ids_json: bytes, more: Sequence[int]) -> bytes:
+    """``_ids_json(ids + more)``, where ``ids_json`` is ``_ids_json(ids)``: only ``more`` is
+    encoded."""
+    if not more:
+        return ids_json
+    if ids_json == b"[]":
+        return _ids_json(more)
+    return b"".join((ids_json[:-1], b",", _ids_json(more)[1:]))
+
+
+# json's C scanner (what JSONDecoder.raw_decode calls): (value, end) from a str and a start
+_scan_json: Callable[[str, int], tuple[Any, int]]
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _json_loads(data: bytes) -> Any:
+    """``json.loads(data)`` for an event's data (UTF-8, as SSE is): json's C scanner straight on
+    the text, without ``loads``' checks and encoding detection (2.1 against 3.5 us for a
+    token's chunk in a loop, ~22 chunks a request). Where the scanner does not end at the
+    text's end (white space around the value, more than one value, a byte-order mark, not
+    JSON) or the bytes are not UTF-8, ``json.loads`` decides, as before."""
+    try:
+        s = data.decode()
+        obj, end = _scan_json(s, 0)
+    except (UnicodeDecodeError, StopIteration):
+        return json.loads(data)
+    return obj if end == len(s) else json.loads(data)
+
+
+# vLLM's echo of the prompt's ids (return_token_ids) in a stream's first chunk, as its pydantic
+# models write it (no spaces)
+_ECHO = b'"prompt_token_ids":['
+_ID_BYTES = b"0123456789,"
+
+
+def _loads_chunk(data: bytes) -> Any:
+    """``json.loads(data)``, less the prompt's ids that vLLM echoes in the first chunk.
+
+    Asked for the output's ids (``return_token_ids``), vLLM also sends back every prompt id in
+    the first chunk's choice (``prompt_token_ids``), ~8K at the seed row: parsing them took
+    0.57 ms (in a loop; more in the client) of a seed-sized request, for ids the client does
+    not read (it reads ``choices[].token_ids`` and ``text``, ``usage`` and ``error``). So each
+    such array is replaced by ``null`` before parsing, where it surely is one: the key as vLLM
+    writes it, not preceded by a backslash (a quote cannot appear unescaped inside a JSON
+    string, so this is a key, not text), and between its ``[`` and the first ``]`` nothing but
+    digits and commas (a flat array of non-negative ints). Anything else (spaces, a nested
+    array, a sign, another shape) is parsed whole, as before.
+    """
+    i = data.find(_ECHO)
+    if i < 0:
+        return _json_loads(data)
+    parts: list[bytes] = []
+    start = 0
+    while i >= 0:
+        lo = i + len(_ECHO)
+        hi = data.find(b"]", lo)
+        if hi < 0 or (i and data[i - 1] == 0x5C) or data[lo:hi].translate(None, _ID_BYTES):
+            return _json_loads(data)  # not surely a flat array of ids: parsed whole
+        parts += (data[start : lo - 1], b"null")
+        start = hi + 1
+        i = data.find(_ECHO, start)
+    parts.append(data[start:])
+    return _json_loads(b"".join(parts))
+
+
+class _SSE:
+    """Server-sent events from a body's pieces as they come: ``feed(piece)`` returns the data
+    of each event that the piece completed, as bytes, up to ``[DONE]``, which sets ``done``
+    (what follows it is dropped; the caller reads the rest of the body, so that the connection
+    can be reused).
 
     In place of openai's AsyncStream (its SSEDecoder splits the body into lines, decodes each
     to str and builds a ServerSentEvent per event, through three layers of async generators):
     within run-to-run noise at small prompts, 9.1 -> 8.0 ms of CPU a request at seed-sized
-    ones, whose first chunk echoes ~8K prompt ids (bench/README.md). Per the SSE spec: events
-    end at a blank line (LF, CRLF or CR line ends), ``data:`` lines are joined by LF, one
-    space after the colon is dropped, comments (``:``) and other fields are ignored, an
-    event without data is not dispatched. Like openai's, an unterminated last event is
-    dropped and reading stops at ``[DONE]``.
+    ones, whose first chunk echoes ~8K prompt ids (bench/README.md). A plain method, not an
+    async generator between the body and the client: one generator step less per read.
+    Per the SSE spec: events end at a blank line (LF, CRLF or CR line ends), ``data:`` lines
+    are joined by LF, one space after the colon is dropped, comments (``:``) and other fields
+    are ignored, an event without data is not dispatched. Like openai's, an unterminated last
+    event is dropped and reading stops at ``[DONE]``.
     """
-    buf = b""
-    done = False
-    async for piece in response.aiter_bytes():
-        if done:
-            continue
-        buf = buf + piece if buf else piece
+
+    __slots__ = ("buf", "done")
+
+    def __init__(self) -> None:
+        self.buf = b""
+        self.done = False
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        buf = self.buf + piece if self.buf else piece
         if b"\r" in buf:
             # CRLF or CR line ends, rare: made LF (a CR last in buf may be half a CRLF)
             keep = buf.endswith(b"\r")
@@ -435,8 +592,10 @@ async def _sse_events(response: httpx.Response) -> AsyncGenerator[bytes, None]:
             if keep:
                 buf += b"\r"
         if b"\n\n" not in buf:
-            continue
-        *events, buf = buf.split(b"\n\n")
+            self.buf = buf
+            return []
+        *events, self.buf = buf.split(b"\n\n")
+        out = []
         for ev in events:
             if ev.startswith(b"data: ") and b"\n" not in ev:
                 data = ev[6:]  # the common case: one data line
@@ -450,17 +609,18 @@ async def _sse_events(response: httpx.Response) -> AsyncGenerator[bytes, None]:
                     continue
                 data = b"\n".join(lines)
             if data.startswith(b"[DONE]"):
-                done = True
+                self.done, self.buf = True, b""
                 break
-            yield data
+            out.append(data)
+        return out
 
 
-def _stream_error(error: Any, response: httpx.Response) -> openai.APIError:
+def _stream_error(error: Any, request: httpx.Request) -> openai.APIError:
     message = error.get("message") if isinstance(error, dict) else None
     if not message or not isinstance(message, str):
         message = "An error occurred during streaming"
     # openai annotates request as httpx2.Request; at run time it keeps whatever it is given
-    return openai.APIError(message, response.request, body=error)  # type: ignore[arg-type]
+    return openai.APIError(message, request, body=error)  # type: ignore[arg-type]
 
 
 def _usage(tr: TurnRecord, usage: dict) -> None:

@@ -1,7 +1,8 @@
 """harness.aio_transport: httpx requests sent with aiohttp. The body as it came (decoded once,
 by httpx), keep-alive per key, httpx's time-outs honoured and aiohttp's failures raised as
 httpx's (what openai and the client tell apart: a time-out, a failure before any byte, a cut
-mid-stream); and the client's stream tests with either transport."""
+mid-stream); a request's form sent again with other bodies (send); and the client's stream
+tests with either transport."""
 
 from __future__ import annotations
 
@@ -149,3 +150,54 @@ def test_sessions_per_job_closed_with_the_job():
 
     res, sessions = asyncio.run(go())
     assert [t.status for t in res.turns] == ["ok", "ok"] and sessions == {}
+
+
+def test_send_form_again_decoded_keepalive_and_errors():
+    """AioTransport.send: a request's form sent again with each body (Host and Content-Length
+    written for it), over the key's keep-alive connection, the body decoded; a non-2xx answer
+    read whole as httpx's response; failures before the answer as httpx's exceptions."""
+    seen: list[bytes] = []
+
+    async def handler(head, body, writer) -> bool:
+        seen.append(head + b"\r\n\r\n" + body)
+        if body == b"bad":
+            payload = b'{"error": {"message": "no"}}'
+            writer.write(b"HTTP/1.1 400 Bad\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(payload), payload))  # fmt: skip
+        else:
+            payload = gzip.compress(b"data: " + body + b"\n\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n"
+                         b"\r\n%s" % (len(payload), payload))  # fmt: skip
+        await writer.drain()
+        return True
+
+    srv = sse.RawServer(handler)
+
+    async def go() -> None:
+        t = AioTransport()
+        async with srv as url:
+            form = httpx.Request("POST", url + "/v1/c", headers={"X-B": "b"}, content=b"",
+                                 extensions={"timeout": httpx.Timeout(5).as_dict()})  # fmt: skip
+            for body in (b"one", b"second"):
+                reply = await t.send(form, body)
+                assert reply.status == 200 and reply.request is form
+                got = b"".join([p async for p in reply.pieces()])
+                assert got == b"data: " + body + b"\n\n"  # decoded
+                await reply.aclose()
+            reply = await t.send(form, b"bad")
+            r = await reply.read_httpx()
+            assert r.status_code == 400 and r.json() == {"error": {"message": "no"}}
+            assert r.reason_phrase == "Bad" and r.request is form
+        await t.aclose()
+        with pytest.raises(httpx.ConnectError):  # the server is gone: refused
+            await t.send(httpx.Request("POST", url, content=b""), b"x")
+        await t.aclose()
+
+    asyncio.run(go())
+    assert srv.conns == 1  # the three requests over one keep-alive connection
+    assert len(seen) == 3
+    for req, body in zip(seen, (b"one", b"second", b"bad"), strict=True):
+        low = req.lower()
+        assert low.startswith(b"post /v1/c http/1.1\r\n") and req.endswith(body)
+        assert low.count(b"\r\nhost: ") == 1 and low.count(b"\r\ncontent-length: ") == 1
+        assert b"\r\ncontent-length: %d\r\n" % len(body) in low and b"\r\nx-b: b\r\n" in low

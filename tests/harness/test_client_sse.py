@@ -1,7 +1,9 @@
-"""The client reads the streamed body itself (harness.client._sse_events), not through openai's
+"""The client reads the streamed body itself (harness.client._SSE), not through openai's
 AsyncStream: SSE framing however the bytes are split, CRLF line ends, comments, multi-line
 data, [DONE] and what follows it, the usage chunk, vLLM's mid-stream error event (an APIError,
-as openai raised) and a non-2xx status before the stream (openai's own error, as before)."""
+as openai raised) and a non-2xx status before the stream (openai's own error, as before). It
+sends openai's request form again with each body (the headers and body AsyncOpenAI.post sent),
+and parses vLLM's first chunk less the prompt ids it echoes, where that is safe."""
 
 from __future__ import annotations
 
@@ -9,25 +11,16 @@ import asyncio
 import contextlib
 import json
 
-from harness.client import AgentClient, ClientOptions, _sse_events
+from harness.client import _SSE, AgentClient, ClientOptions
 from workloads.agent import JobSpec, Workload
 
 
-class _Body:
-    def __init__(self, pieces: list[bytes]) -> None:
-        self.pieces = pieces
-
-    async def aiter_bytes(self):
-        for p in self.pieces:
-            yield p
-
-
 def _events(raw: bytes, size: int) -> list[bytes]:
-    async def go() -> list[bytes]:
-        pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
-        return [e async for e in _sse_events(_Body(pieces))]  # type: ignore[arg-type]
-
-    return asyncio.run(go())
+    sse, out = _SSE(), []
+    for i in range(0, len(raw), size):
+        if not sse.done:
+            out += sse.feed(raw[i : i + size])
+    return out
 
 
 def test_sse_framing_whatever_the_split():
@@ -147,3 +140,142 @@ def test_error_event_mid_stream_and_error_status():
     res, _ = _run(lambda n: (500, [b'{"error": {"message": "bad"}}']))
     t = res.turns[0]
     assert t.status == "error" and t.error.startswith("InternalServerError"), t
+
+
+def test_request_is_what_openai_post_sends():
+    """The client sends openai's request form again with each body (AgentClient._send): the
+    same headers and body as AsyncOpenAI.post sent, prompt ids encoded turn by turn
+    (_extend_ids_json) included."""
+    import httpx
+    import openai
+    from openai import AsyncOpenAI, AsyncStream
+
+    from harness.client import _RAW_RESPONSE, _USAGE
+    from harness.hints import Hint, extra_body
+
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def capture(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        seen.append((head, body))
+        status, pieces = _ok(len(seen))
+        payload = b"".join(pieces)
+        writer.write(b"HTTP/1.1 %d X\r\ncontent-type: text/event-stream\r\ncontent-length: %d"
+                     b"\r\n\r\n%s" % (status, len(payload), payload))  # fmt: skip
+        await writer.drain()
+        return True
+
+    job = JobSpec(job_id=4, arrival_s=0.0, first_prompt=(1, 2, 3), tool_outputs=((7, 8),),
+                  tool_s=(0.25,), completion_tokens=3, tool_names=("grep",))  # fmt: skip
+    prompts = [(1, 2, 3), (1, 2, 3, 10, 11, 12, 7, 8)]  # turn 2: turn 1's output, the tool's
+
+    async def go() -> list[tuple[bytes, bytes]]:
+        async with RawServer(capture) as url:
+            client = AgentClient(url, "k", ClientOptions(model="m", request_timeout_s=5))
+            res = await client.run(Workload(jobs=[job], jps=1.0, seed=0))
+            assert [t.status for t in res.turns] == ["ok", "ok"], res.turns
+            # the same turns through AsyncOpenAI.post, as the client sent them before
+            api = AsyncOpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0,
+                              http_client=httpx.AsyncClient(),  # type: ignore[arg-type]
+                              timeout=openai.Timeout(5, read=None))  # fmt: skip
+            for turn, prompt in enumerate(prompts, 1):
+                hint = Hint.for_turn("4", turn, 2, job.tool_after(turn), job.tool_name(turn))
+                body = {"model": "m", "stream": True, "prompt": prompt, "max_tokens": 3,
+                        "stream_options": _USAGE, "ignore_eos": True, "return_token_ids": True,
+                        **extra_body(hint)}  # fmt: skip
+                r = await api.post(  # type: ignore[call-overload]
+                    "/completions", cast_to=httpx.Response, body=body,
+                    options={"headers": _RAW_RESPONSE}, stream=True, stream_cls=AsyncStream[object],
+                )  # fmt: skip
+                await r.aclose()
+        return seen
+
+    def headers(head: bytes) -> dict[bytes, bytes]:
+        lines = head.split(b"\r\n")[1:]
+        return {k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in lines)}
+
+    seen = asyncio.run(go())
+    assert len(seen) == 4
+    for (head, body), (want_head, want_body) in zip(seen[:2], seen[2:], strict=True):
+        assert body == want_body
+        assert head.split(b"\r\n")[0] == want_head.split(b"\r\n")[0]  # POST /v1/completions
+        assert headers(head) == headers(want_head)
+    assert json.loads(seen[1][1])["prompt"] == list(prompts[1])
+
+
+def test_prompt_echo_skipped_never_misread():
+    """_loads_chunk parses a chunk less vLLM's echo of the prompt ids, and only where that is
+    surely a flat array of ids; anything else is parsed whole."""
+    from harness.client import _json_loads, _loads_chunk
+
+    def compact(obj) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def echo_nulled(obj):
+        if isinstance(obj, dict):
+            return {k: None if k == "prompt_token_ids" and isinstance(v, list) and
+                    all(type(x) is int and x >= 0 for x in v) else echo_nulled(v)
+                    for k, v in obj.items()}  # fmt: skip
+        return [echo_nulled(x) for x in obj] if isinstance(obj, list) else obj
+
+    first = {"id": "c", "object": "text_completion", "created": 1, "model": "m",
+             "choices": [{"index": 0, "text": " t5", "logprobs": None, "finish_reason": None,
+                          "stop_reason": None, "prompt_token_ids": list(range(3000)),
+                          "token_ids": [5]}]}  # fmt: skip
+    got = _loads_chunk(compact(first))
+    assert got == echo_nulled(first) and got["choices"][0]["token_ids"] == [5]
+    cases = [
+        first,
+        {"choices": [{"token_ids": [9], "prompt_token_ids": [4, 5]}]},  # ids after: intact
+        {"choices": [{"prompt_token_ids": []}, {"prompt_token_ids": [1], "token_ids": [2]}]},
+        {"text": '"prompt_token_ids":[1]', "token_ids": [3]},  # in a string: escaped, kept
+        {'x"prompt_token_ids': [1, 2], "token_ids": [3]},  # a longer key: parsed whole
+        {"prompt_token_ids": [[1, 2], 3], "token_ids": [4]},  # nested: parsed whole
+        {"prompt_token_ids": [-1, 2], "token_ids": [4]},  # a sign: parsed whole
+        {"prompt_token_ids": [1.5], "usage": {"prompt_tokens": 1}},
+        {"prompt_token_ids": None, "token_ids": [1]},
+    ]
+    for obj in cases:
+        data = compact(obj)
+        assert _loads_chunk(data) == echo_nulled(obj), data
+    # written with spaces (not vLLM's way): parsed whole, echo and all
+    spaced = json.dumps(first).encode()
+    assert _loads_chunk(spaced) == first
+    # _json_loads is json.loads, whatever the bytes
+    for data in (b'{"a":1}', b' {"a": 1} ', b"\xef\xbb\xbf[1]", b'"x"', b"3"):
+        assert _json_loads(data) == json.loads(data), data
+    for bad in (b'{"a":1}{}', b"nul", b"", b"\xff"):
+        try:
+            json.loads(bad)
+        except ValueError as e:
+            want: object = type(e)
+        try:
+            _json_loads(bad)
+        except ValueError as e:
+            assert type(e) is want, bad
+        else:
+            raise AssertionError(bad)
+
+
+def test_stream_with_vllm_shaped_chunks():
+    """Chunks as vLLM writes them (compact JSON, the prompt ids echoed in the first): the turn
+    records read as with any other shape."""
+
+    def compact(n: int) -> tuple[int, list[bytes]]:
+        def chunk(**kw) -> bytes:
+            return b"data: " + json.dumps({"id": "x", "object": "text_completion", **kw},
+                                          separators=(",", ":")).encode()  # fmt: skip
+
+        first = chunk(choices=[{"index": 0, "text": "a", "prompt_token_ids": [1, 2, 3],
+                                "token_ids": [10 * n]}])  # fmt: skip
+        toks = [chunk(choices=[{"index": 0, "text": "a", "token_ids": [10 * n + i]}])
+                for i in (1, 2)]  # fmt: skip
+        usage = chunk(choices=[], usage={"prompt_tokens": 3, "completion_tokens": 3,
+                                         "prompt_tokens_details": {"cached_tokens": 2}},
+                      )  # fmt: skip
+        return 200, [b"\n\n".join([first, *toks, usage, b"data: [DONE]"]) + b"\n\n"]
+
+    res, srv = _run(compact)
+    assert [t.status for t in res.turns] == ["ok", "ok"], res.turns
+    t = res.turns[0]
+    assert t.completion_tokens == 3 and t.server_prompt_tokens == 3 and t.cached_tokens == 2
+    assert res.turns[1].prompt_tokens == 3 + 3 + 1 and srv.conns == 1
