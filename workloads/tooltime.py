@@ -243,7 +243,7 @@ def make(conf: Any) -> ToolTime:
             f"workload.tool.dist={conf.dist} is unknown; allowed: {', '.join(KINDS)}"
         ) from None
     out: ToolTime = kind(conf)
-    max_s = conf.get("max_s") if hasattr(conf, "get") else getattr(conf, "max_s", None)
+    max_s = getattr(conf, "max_s", None)  # absent from a config older than the key: none
     if max_s is not None:
         m = float(max_s)
         if not (math.isfinite(m) and m > 0):
