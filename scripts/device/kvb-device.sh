@@ -7,7 +7,9 @@
 #   bash scripts/device/kvb-device.sh probe            # versions, GPU, LMCache ops, plugin seam
 #   bash scripts/device/kvb-device.sh sweep P [P ...]  # the suite's sweep, in this call
 #                                                      # (P or P:S, S a scheduling order: that
-#                                                      # pair only, in the order given)
+#                                                      # pair only, in the order given; a tail
+#                                                      # +key=value replaces that override of
+#                                                      # the matrix for this entry: P:S+dram=100)
 #   bash scripts/device/kvb-device.sh start P [P ...]  # the same sweep, detached (setsid nohup)
 #   bash scripts/device/kvb-device.sh follow           # wait for the detached sweep, pack it
 #   bash scripts/device/kvb-device.sh bench            # bench/host_tier_copy.py (plugin copies)
@@ -163,19 +165,29 @@ cmd_sweep() {
   [ $# -gt 0 ] || { echo "kvb-device: sweep needs a policy"; exit 2; }
   local scheds; read -r -a scheds <<<"${SCHED//,/ }"
   [ ${#scheds[@]} -eq 0 ] && scheds=("")
-  local p s left tag arg pol
-  local -a these
+  local p s left tag arg pol extra kv e
+  local -a these more matrix
   for arg in "$@"; do
-    # P:S runs policy P under order S only (pairs in the order given); a bare P takes KVB_SCHED
+    # P:S runs policy P under order S only (pairs in the order given); a bare P takes KVB_SCHED.
+    # A "+key=value" tail (several allowed) replaces that key of the matrix for this entry
+    # only: native_offload:fcfs+dram=100, fcfs:fcfs+workload.n_jobs=null+workload.duration_s=30
+    extra=""; [[ $arg == *+* ]] && { extra=${arg#*+}; arg=${arg%%+*}; }
+    IFS=+ read -r -a more <<<"$extra"
+    matrix=()
+    for kv in "${MATRIX[@]}"; do
+      for e in "${more[@]}"; do [ "${kv%%=*}" = "${e%%=*}" ] && continue 2; done
+      matrix+=("$kv")
+    done
+    matrix+=("${more[@]}")
     if [[ $arg == *:* ]]; then pol=${arg%%:*}; these=("${arg#*:}"); else pol=$arg; these=("${scheds[@]}"); fi
     p=$pol
     for s in "${these[@]}"; do
-      tag="policy=$p${s:+ sched=$s}"
+      tag="policy=$p${s:+ sched=$s}${extra:+ +$extra}"
       left=$(seconds_left)
       if [ "$left" -lt "$MIN_LEFT" ]; then echo "kvb-device: ${left}s left, not starting $tag"; break 2; fi
       echo "kvb-device: $tag, ${left}s left, $(date -u +%T)"
-      timeout -s INT -k 30 "$left" python3 -m launch sweep "${MATRIX[@]}" "policy=$p" \
-        ${s:+"sched=$s"} --no-report 2>&1 | tee -a "$OUT/sweep-$p${s:+-$s}.log"
+      timeout -s INT -k 30 "$left" python3 -m launch sweep "${matrix[@]}" "policy=$p" \
+        ${s:+"sched=$s"} --no-report 2>&1 | tee -a "$OUT/sweep-$p${s:+-$s}${extra:+-${extra//[^A-Za-z0-9_.=-]/_}}.log"
       echo "kvb-device: $tag exit ${PIPESTATUS[0]} after $((SECONDS - T0))s, $(date -u +%T)"
       pack
     done
