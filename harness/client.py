@@ -81,8 +81,9 @@ class ClientOptions:
     # sched=program: every request carries its job's rank by arrival as its priority (lower
     # is served first), so vLLM's priority scheduler serves jobs in program-level FCFS order.
     priority: bool = False
-    # What sends the requests under openai: "aiohttp" (harness.aio_transport: about half the
-    # client's CPU per streamed request) or "httpx" (its own transport, for comparison).
+    # What sends the requests (their form built by openai, AgentClient._send): "aiohttp"
+    # (harness.aio_transport) or "httpx" (httpx's own transport, a pool per job, for
+    # comparison: about twice aiohttp's CPU per streamed request).
     transport: str = "aiohttp"
 
 
@@ -231,9 +232,12 @@ class AgentClient:
             # (read=None): _turn's asyncio.timeout bounds the whole request with the same
             # figure and starts first, so a read limit could never fire before it; with it,
             # aiohttp re-armed a timer for every read (sock_read: a call_later and a cancel
-            # each, ~22 a request).
+            # each, ~22 a request): 4-5% of the client's CPU per request (bench/README.md).
+            # (So openai no longer sends its x-stainless-read-timeout header.)
             timeout=openai.Timeout(opts.request_timeout_s, read=None),
         )
+        # self.http is what openai builds requests with (_request_form); closing it at the end
+        # of the run closes the transport, its pools or sessions.
         self._form = self._request_form()
         # every request's body starts so (_turn)
         self._body_head = b'{"model":' + _dumps(opts.model) + b',"stream":true,"prompt":'
@@ -336,8 +340,9 @@ class AgentClient:
     async def _turns(self, job: JobSpec, rows: list[TurnRecord], rec: JobRecord) -> None:
         # The prompt is kept as its JSON (b"[1,2,...]"), extended turn by turn: each turn's
         # prompt is the last one plus the output and the tool's ids, so only those are encoded
-        # (~1.8K ids a turn at the seed row, not the whole prompt: ~8K on average, 0.75 ms of
-        # json.dumps a request). Bytes are also never walked by the garbage collector.
+        # (~1.8K ids a turn at the seed row, not the whole prompt: ~8K on average, 0.76 ms of
+        # json.dumps in a loop): 11% less CPU per seed-sized request (bench/README.md). Bytes
+        # are never walked by the garbage collector either.
         prompt = _ids_json(job.first_prompt)
         n_prompt = len(job.first_prompt)
         for tr in rows:
@@ -410,12 +415,14 @@ class AgentClient:
         openai built the request's form once (``_request_form``: what ``AsyncOpenAI.post``
         would build again for every request), and its exceptions are raised as its
         ``request()`` raised them: ``APITimeoutError`` and ``APIConnectionError`` for a
-        failure before the response, ``APIStatusError`` (by status, its body read) for a
-        non-2xx status. What is left out is openai's and httpx's per-request path (``post``
-        building the options, headers and URL again, then ``AsyncClient.send``: auth,
-        redirects, cookies, httpx's request and response objects), which took ~30% of the
-        client's CPU per request (bench/README.md): the form goes straight to the job's
-        connection (``AioTransport.send``).
+        failure before the response, ``APIStatusError`` (by status, its body read, made by
+        openai) for a non-2xx status; so the records are the ones ``post`` gave. What is left
+        out is openai's and httpx's per-request path (``post`` building the options, headers
+        and URL again, then ``AsyncClient.send``: auth, redirects, cookies, httpx's request
+        and response objects and the transport's translation of them): the form goes straight
+        to the job's connection (``AioTransport.send``). That took 21-22% of the client's CPU
+        per request off (both rows; bench/README.md): with ``post`` kept, the client stayed
+        above vllm bench's CPU per request whatever else was cut.
         """
         form = self._form
         try:
@@ -513,9 +520,10 @@ _scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 def _json_loads(data: bytes) -> Any:
     """``json.loads(data)`` for an event's data (UTF-8, as SSE is): json's C scanner straight on
     the text, without ``loads``' checks and encoding detection (2.1 against 3.5 us for a
-    token's chunk in a loop, ~22 chunks a request). Where the scanner does not end at the
-    text's end (white space around the value, more than one value, a byte-order mark, not
-    JSON) or the bytes are not UTF-8, ``json.loads`` decides, as before."""
+    token's chunk in a loop, ~22 chunks a request; 6-9% of the client's CPU per small
+    request, bench/README.md). Where the scanner does not end at the text's end (white space
+    around the value, more than one value, a byte-order mark, not JSON) or the bytes are not
+    UTF-8, ``json.loads`` decides, as before."""
     try:
         s = data.decode()
         obj, end = _scan_json(s, 0)
@@ -535,13 +543,13 @@ def _loads_chunk(data: bytes) -> Any:
 
     Asked for the output's ids (``return_token_ids``), vLLM also sends back every prompt id in
     the first chunk's choice (``prompt_token_ids``), ~8K at the seed row: parsing them took
-    0.57 ms (in a loop; more in the client) of a seed-sized request, for ids the client does
-    not read (it reads ``choices[].token_ids`` and ``text``, ``usage`` and ``error``). So each
-    such array is replaced by ``null`` before parsing, where it surely is one: the key as vLLM
-    writes it, not preceded by a backslash (a quote cannot appear unescaped inside a JSON
-    string, so this is a key, not text), and between its ``[`` and the first ``]`` nothing but
-    digits and commas (a flat array of non-negative ints). Anything else (spaces, a nested
-    array, a sign, another shape) is parsed whole, as before.
+    0.57 ms in a loop, 12-17% of the client's CPU per seed-sized request (bench/README.md),
+    for ids the client does not read (it reads ``choices[].token_ids`` and ``text``,
+    ``usage`` and ``error``). So each such array is replaced by ``null`` before parsing, where
+    it surely is one: the key as vLLM writes it, not preceded by a backslash (a quote cannot
+    appear unescaped inside a JSON string, so this is a key, not text), and between its ``[``
+    and the first ``]`` nothing but digits and commas (a flat array of non-negative ints).
+    Anything else (spaces, a nested array, a sign, another shape) is parsed whole, as before.
     """
     i = data.find(_ECHO)
     if i < 0:
@@ -570,7 +578,8 @@ class _SSE:
     to str and builds a ServerSentEvent per event, through three layers of async generators):
     within run-to-run noise at small prompts, 9.1 -> 8.0 ms of CPU a request at seed-sized
     ones, whose first chunk echoes ~8K prompt ids (bench/README.md). A plain method, not an
-    async generator between the body and the client: one generator step less per read.
+    async generator between the body and the client: one generator step less per read
+    (within the noise of a pair of runs: -2 to +1%).
     Per the SSE spec: events end at a blank line (LF, CRLF or CR line ends), ``data:`` lines
     are joined by LF, one space after the colon is dropped, comments (``:``) and other fields
     are ignored, an event without data is not dispatched. Like openai's, an unterminated last

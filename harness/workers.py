@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 AUTO = "auto"
-# Requests/s one client process carries with its arrival lag p99 at or under 5 ms, seed-sized
-# prompts (1,600 to ~13K ids), as bench/client_lag.py measures it on one core. A placeholder
-# until that benchmark confirms it: at 80 requests/s one process of the 2-core dev machine was
-# ~87% busy at ~11 ms of CPU a request (p99 lag 44-61 ms), at 40 requests/s p99 15 ms.
+# Requests/s one client process is given, seed-sized prompts (1,600 to ~13K ids). Chosen when
+# a request cost ~11 ms of CPU (80 requests/s kept a core ~87% busy, lag p99 44-61 ms). Since
+# issue 15's client (AioTransport.send) a request costs ~2.8 ms and one process carried 120
+# requests/s with its own lag p99 at 2.9 ms on a third of its core (bench/README.md,
+# client_peers.py): 40 is conservative. Kept so that the worker counts of running campaigns
+# (the H200 cells at JPS 10: 2 workers) stay as they were.
 WORKER_RPS = 40.0
 # Cores the server keeps on a GPU cell: its API server (HTTP, SSE) and its engine core's loop.
 GPU_SERVER_CORES = 2
