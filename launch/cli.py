@@ -244,8 +244,15 @@ def sweep_lock(path: Path, wait: bool, command: str):
 
 def _preview(p: planmod.Plan) -> None:
     """Each job array (SLURM: one per resource group) or server group (local) with its cells,
-    resources, workload, model and engine, and on SLURM its batch script. Needs no SLURM."""
-    items = [(c, p.configs[c], p.cell_dir(c)) for c in p.todo() or p.cells]
+    resources, workload, model and engine, and on SLURM its batch script. Needs no SLURM.
+    Only the cells the sweep would run: a folder whose cells are all complete submits nothing."""
+    todo = p.todo()
+    if not todo:
+        console.print(f"\nevery cell is complete; nothing would be submitted ({len(p.cells)} "
+                      "done; sweep --rerun PATTERN runs done cells again)", highlight=False,
+                      soft_wrap=True)  # fmt: skip
+        return
+    items = [(c, p.configs[c], p.cell_dir(c)) for c in todo]
     groups = submit.server_groups(items)
     if p.executor == "slurm":
         arrays: dict[str, list] = {}

@@ -192,7 +192,7 @@ cmd_sweep() {
       pack
     done
   done
-  python3 -m launch status "$SWEEP" 2>&1 | tail -20
+  if [ -f "$SWEEP/sweep.json" ]; then python3 -m launch status "$SWEEP" 2>&1 | tail -20; fi
 }
 
 cmd_start() {
