@@ -158,7 +158,7 @@ def print_warnings(p: planmod.Plan) -> None:
 def workload_line(cfg) -> str:
     """The resolved workload, model and engine of a cell, in one line."""
     w, m, e = cfg.workload, cfg.model, cfg.engine
-    jobs = describe_jobs(w)
+    jobs = describe_jobs(w, float(cfg.jps))
     weights = "dummy weights" if m.load_format == "dummy" else m.load_format
     return (f"workload {w.name}: {jobs}; model {m.name} ({m.path}, {weights}); "
             f"engine {e.name} ({e.package} {e.version})")
@@ -280,7 +280,8 @@ def _preview(p: planmod.Plan) -> None:
                       "on this machine, each a submitit local job running "
                       "harness.cell.run_cells", highlight=False)  # fmt: skip
         for k, g in enumerate(groups, 1):
-            console.print(f"  group {k}: {_span([c for c, _, _ in g])}; {workload_line(g[0][1])}",
+            lines = "; ".join(dict.fromkeys(workload_line(c) for _, c, _ in g))
+            console.print(f"  group {k}: {_span([c for c, _, _ in g])}; {lines}",
                           highlight=False, soft_wrap=True, markup=False)  # fmt: skip
     console.print("dry run: nothing submitted, nothing written")
 

@@ -71,11 +71,17 @@ def build(cfg: DictConfig) -> Workload:
     return fn(cfg.workload, float(cfg.jps), vocab, None if max_len is None else int(max_len))
 
 
-def describe(wl: Any) -> str:
+def describe(wl: Any, jps: float | None = None) -> str:
     """The cell's jobs in one line, from the config (the plan's workload line; a trace's
-    format is detected from its file when the config leaves it null)."""
+    format is detected from its file when the config leaves it null). ``jps``: the cell's,
+    for a workload sized by its arrival window (``workload.duration_s``)."""
     if not wl.trace:
-        return (f"{wl.n_jobs} jobs x {wl.n_turns} turns, first prompt {wl.first_prompt_tokens} "
+        jobs = f"{wl.n_jobs} jobs"
+        if wl.n_jobs is None:  # sized by its arrival window: jobs = jps * duration
+            count = agent.job_count(None, wl.duration_s, jps) if jps else "jps x duration"
+            at = f" at {jps:g} JPS" if jps else ""
+            jobs = f"{count} jobs ({wl.duration_s:g} s arrival window{at})"
+        return (f"{jobs} x {wl.n_turns} turns, first prompt {wl.first_prompt_tokens} "
                 f"tokens, {wl.completion_tokens} output tokens, tool {_tool_line(wl.tool)}, "
                 f"seed {wl.seed}")  # fmt: skip
     fmt = getattr(wl, "trace_format", None)
@@ -85,12 +91,12 @@ def describe(wl: Any) -> str:
     except WorkloadError:
         fmt, starts = "format unknown", True
     kind = str(getattr(wl, "arrival", None) or ("recorded" if starts else "poisson"))
-    jps = ("recorded session starts scaled to the cell's JPS" if kind == "recorded"
-           else f"{kind} at the cell's JPS")  # fmt: skip
+    rate = ("recorded session starts scaled to the cell's JPS" if kind == "recorded"
+            else f"{kind} at the cell's JPS")  # fmt: skip
     n = getattr(wl, "trace_sessions", None)
     cap = getattr(wl, "trace_max_gap_s", None)
     capped = "" if cap is None else f", gaps capped at {cap:g} s"
-    return f"trace {wl.trace} ({fmt}; {n or 'all'} sessions, seed {wl.seed}; {jps}{capped})"
+    return f"trace {wl.trace} ({fmt}; {n or 'all'} sessions, seed {wl.seed}; {rate}{capped})"
 
 
 def _tool_line(tool: Any) -> str:

@@ -197,3 +197,15 @@ def test_a_folder_without_the_stamp_is_adopted_when_its_cells_agree(tmp_path):
     assert again.sweep.meta["base_fingerprint"]
     with pytest.raises(ConfigError, match=r"config differs in workload.n_jobs"):
         make(tmp_path, "workload.n_jobs=7", f"sweep_dir={p.sweep.path}")
+
+
+def test_dry_run_counts_the_jobs_of_a_workload_sized_by_its_arrival_window(tmp_path):
+    """workload.n_jobs=null + workload.duration_s: jobs = jps x duration, per cell (the H200
+    campaign's arrival-window cell); the plan says how many, not "None jobs"."""
+    r = run_launch("sweep", "--dry-run", f"results_dir={tmp_path}", "policy=fcfs",
+                   "workload.n_jobs=null", "workload.duration_s=4", "jps=[1,2.5]")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "4 jobs (4 s arrival window at 1 JPS) x 4 turns" in r.stdout
+    assert "10 jobs (4 s arrival window at 2.5 JPS) x 4 turns" in r.stdout
+    assert "None jobs" not in r.stdout
+    assert not any(tmp_path.iterdir())
