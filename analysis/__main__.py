@@ -1,4 +1,4 @@
-"""python -m analysis {report,compare} ... (see docs/analysis.md)."""
+"""python -m analysis {report,compare,cells} ... (see docs/analysis.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from analysis import compare, pipeline, report
+from analysis import celltable, compare, pipeline, report
 from analysis.load import SweepError
 from analysis.stats import Window
 
@@ -54,6 +54,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("a", type=Path, help="sweep A (the baseline)")
     c.add_argument("b", type=Path, help="sweep B")
     _stats_options(c)
+    t = sub.add_parser("cells", help="a row per cell, as a markdown table (the figures a "
+                                     "validation page prints)")
+    t.add_argument("sweeps", nargs="+", type=Path, help="sweep folders results/<date>_<name>")
+    t.add_argument("--csv", type=Path, metavar="FILE", help="also write the unrounded table")
+    _stats_options(t)
     return ap
 
 
@@ -67,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "report":
             rep = report.build(a.sweeps, a.out, opts, workers=a.jobs)
             print(rep.html)
+        elif a.command == "cells":
+            table = celltable.frame(pipeline.compute(a.sweeps, opts))
+            if a.csv:
+                table.to_csv(a.csv, index=False)
+            print(celltable.markdown(table))
         else:
             cmp_ = compare.compare(a.a, a.b, a.out, opts)
             print(compare.summary(cmp_))

@@ -3,7 +3,11 @@ and last/first turn, cached-token share, preemptions, offload bytes, client lag 
 cell records alone (turns/jobs/metrics parquet). Counters are taken as max minus min over the
 cell's scrapes, so cells that share a server (cluster.share_server) are not double-counted.
 
-    python scripts/device/cell_table.py results/<sweep> [--md]
+    python scripts/device/cell_table.py results/<sweep>
+
+(A page's table of cells is `python -m analysis cells`, the report's own figures; this script
+also shows the plugins' counters, the server sharing and cache resets, for a look at a lease's
+cells.)
 """
 
 from __future__ import annotations
@@ -99,8 +103,4 @@ if __name__ == "__main__":
     df = table(Path(sys.argv[1]))
     pd.set_option("display.width", 250)
     pd.set_option("display.max_columns", 60)
-    print(
-        df.to_markdown(index=False, floatfmt=".2f")
-        if "--md" in sys.argv
-        else df.round(2).to_string()
-    )
+    print(df.round(2).to_string())

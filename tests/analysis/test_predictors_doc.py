@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from analysis import pipeline
+from tests import doctables
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs/benchmarks/predictors.md"
@@ -18,21 +19,13 @@ SWEEP = REPO / "tests/fixtures/predictors_cpu/20261129_predictors_cpu"
 
 
 def _table(heading: str) -> list[dict[str, str]]:
-    text = DOC.read_text()
-    section = text[text.index(heading):].splitlines()
-    start = next(i for i, ln in enumerate(section) if ln.startswith("|"))
-    lines = []
-    for ln in section[start:]:
-        if not ln.startswith("|"):
-            break  # the table's end
-        lines.append(ln)
-    head = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(head, [c.strip() for c in ln.strip("|").split("|")], strict=True))
-            for ln in lines[2:]]
+    return doctables.table(DOC, heading)
 
 
 def _num(s: str) -> float:
-    return float(s.replace("%", "").replace("+", "").replace(",", ""))
+    v = doctables.num(s)
+    assert v is not None, s
+    return v
 
 
 def _close(printed: str, value: float) -> None:

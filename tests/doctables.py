@@ -1,0 +1,31 @@
+"""Markdown tables of the docs, read by the tests that check a page's figures against the
+analysis of its records (tests/analysis/test_h200_seed_campaign.py, test_predictors_doc.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def table(doc: Path, heading: str) -> list[dict[str, str]]:
+    """The first pipe table after ``heading`` in ``doc``: a dict per row, keyed by the header's
+    cells, each value stripped."""
+    section = doc.read_text()
+    section_lines = section[section.index(heading):].splitlines()
+    start = next(i for i, ln in enumerate(section_lines) if ln.startswith("|"))
+    lines = []
+    for ln in section_lines[start:]:
+        if not ln.startswith("|"):
+            break  # the table's end
+        lines.append(ln)
+    head = [c.strip() for c in lines[0].strip().strip("|").split("|")]
+    return [dict(zip(head, [c.strip() for c in ln.strip().strip("|").split("|")], strict=True))
+            for ln in lines[2:]]  # fmt: skip
+
+
+def num(cell: str) -> float | None:
+    """A printed figure ('**201.6**', '1,166.7', '15%', '+1.5') or None ('–', 'n/a¹')."""
+    s = cell.strip().strip("*").replace(",", "").replace("+", "").rstrip("%")
+    try:
+        return float(s)
+    except ValueError:
+        return None
