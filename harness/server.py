@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -132,6 +133,38 @@ def _log_tail(path: Path, n: int = 12, width: int = 300) -> str:
     return "\n".join(clip if errors else clip[1:])
 
 
+# A line of vLLM's engine processes, as the API server's log carries them.
+_ENGINE_LINE = re.compile(r"^\((EngineCore\w*|Worker\w*) pid=(\d+)\) (.*)$")
+_ENGINE_DIED = ("Engine core initialization failed", "EngineDeadError",
+                "Engine core proc", "died unexpectedly")  # fmt: skip
+
+
+def engine_death(log_text: str) -> str | None:
+    """Why the engine died, where its log cannot say: vLLM's API server reports that its engine
+    core failed ("Engine core initialization failed. See root cause above") and the core wrote
+    no traceback above, so the error lines tell nothing. A process killed from outside ends
+    that way, most often by the host's memory: the kernel's OOM killer, a SLURM job's memory
+    limit, or pinned memory the machine cannot give (vLLM's CPU offload pins its whole tier at
+    start). None when the log shows no engine death or the engine wrote its own traceback."""
+    lines = log_text.splitlines()
+    if not any(m in x for x in lines for m in _ENGINE_DIED):
+        return None
+    engine = [m for m in map(_ENGINE_LINE.match, lines) if m]
+    if any("Traceback" in m.group(3) or "Error" in m.group(3) for m in engine):
+        return None  # the engine said why: the error lines show it
+    if not engine:
+        return ("the engine core died before it wrote a line (no traceback): killed from "
+                "outside? Most often the host's memory (OOM killer, the job's memory limit)")
+    last = engine[-1]
+    said = last.group(3)
+    said = said if len(said) <= 160 else said[:160] + " ..."
+    return (f"the engine process {last.group(1)} (pid {last.group(2)}) died without a "
+            f"traceback; its last line: {said!r}. A process killed from outside ends so, most "
+            "often by the host's memory: the kernel's OOM killer, the SLURM job's memory limit "
+            "(sacct -j <job> -o MaxRSS,State), or an offload tier's pinned host memory (dram) "
+            "the machine cannot give")
+
+
 class Server:
     """Context manager: ``with Server(cfg, log_path) as srv: srv.url, srv.api_key``."""
 
@@ -213,6 +246,14 @@ class Server:
             f.seek(offset)
             return f.read().decode(errors="replace")
 
+    def _why(self) -> str:
+        """The engine's death as :func:`engine_death` reads the log, with "; " after, or ""."""
+        try:
+            why = engine_death(self.log_path.read_text(errors="replace"))
+        except OSError:
+            return ""
+        return f"{why}; " if why else ""
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -223,7 +264,7 @@ class Server:
                 assert self.proc is not None, "wait_healthy() called before start()"
                 raise ServerStartError(
                     f"server exited with code {self.proc.returncode} before it was healthy; "
-                    f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+                    f"{self._why()}last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
@@ -233,7 +274,7 @@ class Server:
             time.sleep(1)
         raise ServerStartError(
             f"server not healthy after {timeout_s:.0f} s (engine.startup_timeout_s); "
-            f"last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+            f"{self._why()}last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
         )
 
     def stop(self, grace_s: float = 20.0) -> None:
