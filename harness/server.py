@@ -145,24 +145,33 @@ def engine_death(log_text: str) -> str | None:
     no traceback above, so the error lines tell nothing. A process killed from outside ends
     that way, most often by the host's memory: the kernel's OOM killer, a SLURM job's memory
     limit, or pinned memory the machine cannot give (vLLM's CPU offload pins its whole tier at
-    start). None when the log shows no engine death or the engine wrote its own traceback."""
+    start). Where vLLM gives the core's exit code ("Failed core proc(s): {'EngineCore': -9}")
+    the signal is named. None when the log shows no engine death or the engine wrote its own
+    traceback."""
     lines = log_text.splitlines()
     if not any(m in x for x in lines for m in _ENGINE_DIED):
         return None
     engine = [m for m in map(_ENGINE_LINE.match, lines) if m]
     if any("Traceback" in m.group(3) or "Error" in m.group(3) for m in engine):
         return None  # the engine said why: the error lines show it
+    codes = {name: int(code) for x in lines if "Failed core proc(s)" in x
+             for name, code in re.findall(r"'(\w+)': (-?\d+)", x)}  # fmt: skip
+    ended = ""
+    for code in codes.values():
+        if code < 0:
+            with contextlib.suppress(ValueError):
+                ended = f", ended by {signal.Signals(-code).name}"
+    cause = ("A process killed from outside ends so, most often by the host's memory: the "
+             "kernel's OOM killer, the SLURM job's memory limit (sacct -j <job> -o "
+             "MaxRSS,State), or an offload tier's pinned host memory (dram) the machine cannot "
+             "give")  # fmt: skip
     if not engine:
-        return ("the engine core died before it wrote a line (no traceback): killed from "
-                "outside? Most often the host's memory (OOM killer, the job's memory limit)")
+        return f"the engine core died before it wrote a line, without a traceback{ended}. {cause}"
     last = engine[-1]
     said = last.group(3)
     said = said if len(said) <= 160 else said[:160] + " ..."
     return (f"the engine process {last.group(1)} (pid {last.group(2)}) died without a "
-            f"traceback; its last line: {said!r}. A process killed from outside ends so, most "
-            "often by the host's memory: the kernel's OOM killer, the SLURM job's memory limit "
-            "(sacct -j <job> -o MaxRSS,State), or an offload tier's pinned host memory (dram) "
-            "the machine cannot give")
+            f"traceback{ended}; its last line: {said!r}. {cause}")
 
 
 class Server:
