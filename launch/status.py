@@ -235,8 +235,16 @@ def cell_state(
     """(state, detail) for one cell folder. ``sched``: its job's state (None: not known);
     ``cancelled``: ``launch cancel`` stopped its latest job; ``submitted``: when that job was
     submitted (a manifest older than it is an earlier submission's, not a requeued attempt)."""
+    state, detail, _ = _cell_state(cell_dir, sched, cancelled, submitted)
+    return state, detail
+
+
+def _cell_state(
+    cell_dir: Path, sched: str | None, cancelled: bool, submitted: float | None
+) -> tuple[str, str, records.Progress | None]:
+    """:func:`cell_state` and the cell's progress, read once (None when it does not run)."""
     if records.is_done(cell_dir):
-        return "done", ""
+        return "done", "", None
     man = cell_dir / records.MANIFEST
     try:
         meta = json.loads(man.read_text()) if man.exists() else {}
@@ -248,13 +256,13 @@ def cell_state(
     gone = process_gone(meta) if sched is None and meta.get("status") == "running" else None
     prog = records.read_progress(cell_dir)
     if prog and (sched is None or is_active(sched)) and gone is None:
-        return "running", prog.describe()
+        return "running", prog.describe(), prog
     active = is_active(sched)
     user_stop = _user_stop(meta)
     if not active and (cancelled or (sched or "").startswith("CANCELLED")
                        or user_stop and (sched or "ENDED").split()[0] in ("ENDED", "COMPLETED")):
         err = (meta.get("error") or "").splitlines()[:1]
-        return "cancelled", "; ".join(["no job left", *(e[:200] for e in err)])
+        return "cancelled", "; ".join(["no job left", *(e[:200] for e in err)]), None
     failed_sched = (
         sched is not None and not active and sched.split()[0] not in {"COMPLETED", "UNKNOWN"}
     )
@@ -265,7 +273,7 @@ def cell_state(
         error = meta.get("error", "")[:300]
         if meta.get("status") == "running" or (not meta and failed_sched):
             error = killed_detail(meta, gone) if meta else "its job ended before the cell began"
-        return "failed", "\n".join(x for x in (error, tail) if x)
+        return "failed", "\n".join(x for x in (error, tail) if x), None
     if active:
         assert sched is not None  # active implies it
         ended = meta.get("status") in ENDED
@@ -274,8 +282,9 @@ def cell_state(
         earlier = submitted is not None and started is not None and started < submitted
         how = "earlier attempt" if earlier else "requeued after"
         detail = f"{how}: {retry[0][:120]}" if retry else ""
-        return ("running" if sched.startswith("RUNNING") else "pending"), detail
-    return "pending", ""
+        state = "running" if sched.startswith("RUNNING") else "pending"
+        return state, detail, prog if state == "running" else None
+    return "pending", "", None
 
 
 # --- the sweep --------------------------------------------------------------------------------
@@ -292,8 +301,7 @@ def collect(path: Path) -> tuple[sweepdir.SweepDir, list[dict]]:
     for rel in map(sweepdir.rekey, sweep.meta.get("matrix", [])):
         d = sweep.cell_dir(CellKey.from_rel(rel))
         sub = subs.get(rel, {})
-        state, detail = cell_state(d, sched.get(rel), rel in cancelled, sub.get("time"))
-        prog = records.read_progress(d) if state == "running" else None
+        state, detail, prog = _cell_state(d, sched.get(rel), rel in cancelled, sub.get("time"))
         rows.append({
             "cell": rel, "state": state, "scheduler": sched.get(rel, ""), "detail": detail,
             "job_id": sub.get("job_id", ""), "executor": sub.get("executor", ""),
