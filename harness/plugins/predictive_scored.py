@@ -78,12 +78,7 @@ class PredictiveScoredConnector(PredictivePrefetchConnector):
 
     # ---- the job is still out past its prediction ----
     def recheck(self, job: str, e: Entry, now: float) -> None:
-        elapsed = now - e.t_end
-        # the predictor's remaining time given the job is still out (its tail), where it can
-        # tell; else as long again as it has been out
-        ask = getattr(self.predictor, "remaining", None)
-        told = ask(e.hint, elapsed) if ask else None
-        gap = scorer.remaining_gap(elapsed) if told is None else told
+        gap = scorer.remaining_gap(now - e.t_end)
         s = self.situation(gap, e.tokens, e.hint.tool, own_blocks=len(e.held),
                            on_host=bool(e.slots),
                            host_room=len(e.keys) <= len(self.free_slots))  # fmt: skip

@@ -25,14 +25,6 @@ connector read this registry). Standard library only: planning imports it.
 
 ``mean``, ``quantile`` and ``learned`` use the tool's own estimate once it has ``min_samples``
 gaps, else the one of all tools together once that has ``min_samples``, else ``fixed_s``.
-
-A predictor may also answer how much longer a job that is still out ``elapsed_s`` after its
-turn ended will stay out (``remaining(hint, elapsed_s)``; None: it cannot tell). The scored
-policy re-decides such a job with it (``predictive_scored.recheck``): ``mean`` gives the mean
-of the gaps longer than ``elapsed_s`` minus it, ``quantile`` their ``quantile``, ``learned``
-its fit's ``quantile`` given that the gap is longer than ``elapsed_s``. Heavy-tailed tools are
-why: a job already out past its prediction is likely in the tail, and the tail's remaining
-time is neither the original prediction nor the time it has been out.
 """
 
 from __future__ import annotations
@@ -145,10 +137,6 @@ class Fixed(Oracle):
         return self.settings.fixed_s
 
 
-# Gaps longer than the time out that a history needs before it answers ``remaining``.
-MIN_TAIL = 3
-
-
 class _FromHistory:
     """Predictors over the gap history, with the tool -> all tools -> ``fixed_s`` fall-back."""
 
@@ -166,21 +154,6 @@ class _FromHistory:
     def estimate(self, key: str | None) -> float:
         raise NotImplementedError
 
-    def remaining(self, hint: Hint, elapsed_s: float) -> float | None:
-        """From the gaps longer than ``elapsed_s`` (of the tool, else of all tools): None with
-        fewer than ``MIN_TAIL`` of them."""
-        for key in (hint.tool, GapHistory.ALL):
-            if len(self.history.values(key)) < self.settings.min_samples:
-                continue
-            tail = [g for g in self.history.values(key) if g > elapsed_s]
-            if len(tail) >= MIN_TAIL:
-                return max(self.from_tail(tail) - elapsed_s, 0.0)
-            return None
-        return None
-
-    def from_tail(self, tail: Sequence[float]) -> float:
-        raise NotImplementedError
-
 
 @register("mean")
 class Mean(_FromHistory):
@@ -191,9 +164,6 @@ class Mean(_FromHistory):
         assert mean is not None  # pick() only names keys with gaps
         return mean
 
-    def from_tail(self, tail: Sequence[float]) -> float:
-        return sum(tail) / len(tail)
-
 
 @register("quantile")
 class Quantile(_FromHistory):
@@ -201,9 +171,6 @@ class Quantile(_FromHistory):
 
     def estimate(self, key: str | None) -> float:
         return nearest_rank(self.history.values(key), self.settings.quantile)
-
-    def from_tail(self, tail: Sequence[float]) -> float:
-        return nearest_rank(tail, self.settings.quantile)
 
 
 @register("learned")
@@ -242,21 +209,3 @@ class Learned:
             if n >= self.settings.min_samples:
                 return math.exp(m + self.z * math.sqrt(v))
         return self.settings.fixed_s
-
-    def remaining(self, hint: Hint, elapsed_s: float) -> float | None:
-        """The fit's ``quantile`` given a gap longer than ``elapsed_s``, minus it:
-        ``F^-1(F(t) + q (1 - F(t))) - t``. None before ``min_samples`` gaps, for a fit of no
-        spread, or where the fit leaves (almost) no mass beyond ``elapsed_s``."""
-        for key in (hint.tool, GapHistory.ALL):
-            m, v, n = self.fits.get(key, (0.0, 0.0, 0))
-            if n < self.settings.min_samples:
-                continue
-            if v <= 0.0:
-                return None
-            fit = NormalDist(m, math.sqrt(v))
-            beyond = 1.0 - fit.cdf(math.log(max(elapsed_s, MIN_GAP_S)))
-            if beyond < 1e-6:
-                return None
-            p = 1.0 - beyond + self.settings.quantile * beyond
-            return max(math.exp(fit.inv_cdf(min(p, 1.0 - 1e-12))) - elapsed_s, 0.0)
-        return None

@@ -4,7 +4,6 @@ and the shared gap history, without a server (predictions written out by hand)."
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 
 import pytest
 
@@ -158,40 +157,3 @@ def test_bad_predictor_settings_are_refused(key, value, message):
     with pytest.raises(ConfigError) as e:
         SPEC.parse_settings({key: value})
     assert str(e.value).startswith(message)
-
-
-def test_remaining_time_of_a_job_still_out_from_the_tail_of_the_history():
-    """The scored policy's re-decision: a job out past its prediction. The history's gaps
-    1..10 s: out 5.5 s, the tail is 6..10: mean 8 (2.5 s more), median 8 (nearest rank of 5:
-    the 3rd); out 8.5 s, only 9 and 10 are longer (< MIN_TAIL = 3): no answer."""
-    mean, p50 = make("mean", min_samples=4), make("quantile", min_samples=4)
-    assert mean.remaining(hint("grep"), 1.0) is None  # nothing seen yet
-    for p in (mean, p50):
-        feed(p, "grep", [float(g) for g in range(1, 11)])
-    assert mean.remaining(hint("grep"), 5.5) == pytest.approx(2.5)
-    assert p50.remaining(hint("grep"), 5.5) == pytest.approx(2.5)
-    assert mean.remaining(hint("grep"), 0.0) == pytest.approx(5.5)  # the plain mean
-    assert mean.remaining(hint("grep"), 8.5) is None and p50.remaining(hint("grep"), 8.5) is None
-    # a tool with too few gaps of its own uses all tools' (as predict does)
-    assert mean.remaining(hint("ls"), 5.5) == pytest.approx(2.5)
-    # oracle and fixed have no history: they do not answer, and the policy falls back
-    assert not hasattr(make("oracle"), "remaining") and not hasattr(make("fixed"), "remaining")
-
-
-def test_learned_remaining_time_is_its_fit_s_quantile_given_the_time_out():
-    """Fit m = log 10, sd 0.5 (the median gap 10 s). Out 0 s: 10 s more (the median). Out 20
-    s: F(20) = Phi(log 2 / 0.5) = 0.917; the median beyond it is F^-1(0.917 + 0.5 x 0.083)
-    = exp(m + 0.5 x 1.734) = 23.8 s, so 3.8 s more, where "as long again as it has been out"
-    said 20 s."""
-    p = make("learned", min_samples=1)
-    p.fits["grep"] = (math.log(10.0), 0.25, 50)
-    assert p.remaining(hint("grep"), 0.0) == pytest.approx(10.0, rel=1e-6)
-    f = NormalDist(math.log(10.0), 0.5)
-    q = f.cdf(math.log(20.0))
-    want = math.exp(f.inv_cdf(q + 0.5 * (1 - q))) - 20.0
-    assert p.remaining(hint("grep"), 20.0) == pytest.approx(want)
-    assert 3.5 < want < 4.0
-    p.fits["grep"] = (math.log(10.0), 0.0, 50)  # no spread: it cannot tell
-    assert p.remaining(hint("grep"), 20.0) is None
-    p.fits["grep"] = (math.log(10.0), 0.01, 50)  # 20 s is 7 sd out: no mass left
-    assert p.remaining(hint("grep"), 20.0) is None
