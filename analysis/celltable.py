@@ -12,38 +12,37 @@ The markdown writer is a few lines here rather than pandas' ``to_markdown``, whi
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
 from analysis.load import KEYS
+from analysis.page import isnan
 from analysis.pipeline import Results
 
 DASH = "–"
 
 
 def frame(res: Results) -> pd.DataFrame:
-    """The table, numbers unrounded: a row per cell of ``res.cells``, in the cells' order."""
-    keys = KEYS
-    jct = res.jct.set_index(keys)
-    why = res.why.set_index(keys)
-    pt = res.per_turn.set_index([*keys, "turn"])["mean_latency_s"]
+    """The table, numbers unrounded: a row per cell of ``res.cells``."""
+    jct = res.jct.set_index(KEYS)
+    why = res.why.set_index(KEYS)
+    ratio = res.ratio.set_index(KEYS)["tlast_over_t1"]
+    turns = {k: g.set_index("turn")["mean_latency_s"]
+             for k, g in res.per_turn.groupby(KEYS, sort=False)}  # fmt: skip
     rows = []
     for c in res.cells.itertuples(index=False):
-        k = tuple(getattr(c, n) for n in keys)
-        row: dict = {n: getattr(c, n) for n in keys}
+        k = tuple(getattr(c, n) for n in KEYS)
+        row: dict = dict(zip(KEYS, k, strict=True))
         row["state"] = "ok" if c.valid else f"{c.state}: {_first(c.failure or c.note)}"
         if c.valid and k in jct.index:
             j, w = jct.loc[k], why.loc[k]
             row.update(mean_jct_s=j.mean_jct_s, p50_jct_s=j.p50_jct_s, p90_jct_s=j.p90_jct_s)
-            turns = pt.loc[k] if k in pt.index.droplevel("turn") else pd.Series(dtype=float)
-            for t, v in turns.items():
-                row[f"T{t}"] = v
-            if len(turns):
-                row["Tlast_T1"] = turns.iloc[-1] / turns.iloc[0]
-            row.update(cached_frac=w.cached_frac, preemptions=w.preemptions,
-                       gb_to_host=w.bytes_offload / 1e9, gb_to_gpu=w.bytes_onload / 1e9,
-                       lag_p99_ms=1000 * c.lag_p99_s)  # fmt: skip
+            row.update({f"T{t}": v for t, v in turns.get(k, pd.Series(dtype=float)).items()})
+            row.update(Tlast_T1=ratio.get(k), cached_frac=w.cached_frac,
+                       preemptions=w.preemptions, gb_to_host=w.bytes_offload / 1e9,
+                       gb_to_gpu=w.bytes_onload / 1e9, lag_p99_ms=1000 * c.lag_p99_s)  # fmt: skip
         rows.append(row)
     order = ["sweep", "gpu", "dram", "jps", "policy", "sched"]
     return pd.DataFrame(rows).sort_values(order, kind="stable").reset_index(drop=True)
@@ -57,45 +56,34 @@ def _first(text: object) -> str:
     return line if len(line) <= 90 else line[:87] + "..."
 
 
-def _fmt(v: object, digits: int, thousands: bool = False) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return DASH
-    if isinstance(v, float):
-        return f"{v:,.{digits}f}" if thousands else f"{v:.{digits}f}"
-    return str(v)
+def _fixed(digits: int, thousands: bool = False) -> Callable[[Any], str]:
+    sep = "," if thousands else ""
+    return lambda v: f"{float(v):{sep}.{digits}f}"
 
 
 def markdown(df: pd.DataFrame) -> str:
     """The table as a markdown pipe table, figures at the precision pages print them: JCT to
-    0.1 s, turns to 0.01 s, cached share in %, GB to 0.1, lag in whole ms. Key columns that
-    are the same in every row (one sweep, one GPU) are left out."""
+    0.1 s, turns to 0.01 s, cached share in %, GB to 0.1, lag in whole ms; "–" where a cell
+    has no figure. Key columns that are the same in every row (one sweep, one GPU) are left
+    out."""
     keys = [k for k in ["sweep", "gpu"] if df[k].nunique() > 1]
     turns = sorted((c for c in df.columns if c.startswith("T") and c[1:].isdigit()),
                    key=lambda c: int(c[1:]))  # fmt: skip
-    cols: list[tuple[str, str, object]] = [
+    cols: list[tuple[str, str, Callable[[Any], str]]] = [
         *((k, k, str) for k in keys),
         ("policy", "policy", str), ("sched", "sched", str), ("dram GB", "dram", str),
         ("JPS", "jps", lambda v: f"{v:g}"),
-        ("mean JCT", "mean_jct_s", 1), ("p50", "p50_jct_s", 1), ("p90", "p90_jct_s", 1),
-        *((t, t, 2) for t in turns),
-        ("Tlast/T1", "Tlast_T1", 2),
+        ("mean JCT", "mean_jct_s", _fixed(1)), ("p50", "p50_jct_s", _fixed(1)),
+        ("p90", "p90_jct_s", _fixed(1)),
+        *((t, t, _fixed(2)) for t in turns),
+        ("Tlast/T1", "Tlast_T1", _fixed(2)),
         ("cached share", "cached_frac", lambda v: f"{100 * v:.0f}%"),
-        ("preemptions", "preemptions", 0),
-        ("GB to host", "gb_to_host", (1, True)), ("GB to GPU", "gb_to_gpu", (1, True)),
-        ("lag p99 ms", "lag_p99_ms", 0), ("state", "state", str),
+        ("preemptions", "preemptions", _fixed(0)),
+        ("GB to host", "gb_to_host", _fixed(1, True)), ("GB to GPU", "gb_to_gpu", _fixed(1, True)),
+        ("lag p99 ms", "lag_p99_ms", _fixed(0)), ("state", "state", str),
     ]  # fmt: skip
     out = ["| " + " | ".join(h for h, _, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in df.to_dict("records"):
-        cells = []
-        for _, key, how in cols:
-            v = r.get(key)
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                cells.append(DASH)
-            elif callable(how):
-                cells.append(how(v))
-            elif isinstance(how, tuple):
-                cells.append(_fmt(float(v), *how))
-            else:
-                cells.append(_fmt(float(v), int(how)))  # type: ignore[call-overload]
+        cells = [DASH if isnan(r.get(key)) else how(r[key]) for _, key, how in cols]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
