@@ -121,16 +121,25 @@ def redact_env(env: dict[str, str]) -> dict[str, str]:
     return {k: ("<redacted>" if any(b in k.upper() for b in bad) else v) for k, v in env.items()}
 
 
-def _log_tail(path: Path, n: int = 12, width: int = 300) -> str:
+def _log_tail(text: str, n: int = 12, width: int = 300) -> str:
     """The log's last error lines, then its last lines (each clipped): argparse, for one,
     prints its error after a usage text of very long lines."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no server log)"
+    lines = text.splitlines()
     errors = [x for x in lines if "error" in x.lower()][-5:]
     clip = [x if len(x) <= width else x[:width] + " ..." for x in [*errors, "...", *lines[-n:]]]
     return "\n".join(clip if errors else clip[1:])
+
+
+def start_failure_detail(path: Path) -> str:
+    """What a failed start's error says after its first clause, from the server log read
+    once: the engine's death where the log cannot say it (:func:`engine_death`), then the
+    log's last lines."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"last lines of {path}:\n(no server log)"
+    why = engine_death(text)
+    return f"{why + '; ' if why else ''}last lines of {path}:\n{_log_tail(text)}"
 
 
 # A line of vLLM's engine processes, as the API server's log carries them.
@@ -154,10 +163,10 @@ def engine_death(log_text: str) -> str | None:
     engine = [m for m in map(_ENGINE_LINE.match, lines) if m]
     if any("Traceback" in m.group(3) or "Error" in m.group(3) for m in engine):
         return None  # the engine said why: the error lines show it
-    codes = {name: int(code) for x in lines if "Failed core proc(s)" in x
-             for name, code in re.findall(r"'(\w+)': (-?\d+)", x)}  # fmt: skip
+    codes = [int(c) for x in lines if "Failed core proc(s)" in x
+             for c in re.findall(r"'\w+': (-?\d+)", x)]  # fmt: skip
     ended = ""
-    for code in codes.values():
+    for code in codes:
         if code < 0:
             with contextlib.suppress(ValueError):
                 ended = f", ended by {signal.Signals(-code).name}"
@@ -255,14 +264,6 @@ class Server:
             f.seek(offset)
             return f.read().decode(errors="replace")
 
-    def _why(self) -> str:
-        """The engine's death as :func:`engine_death` reads the log, with "; " after, or ""."""
-        try:
-            why = engine_death(self.log_path.read_text(errors="replace"))
-        except OSError:
-            return ""
-        return f"{why}; " if why else ""
-
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -273,7 +274,7 @@ class Server:
                 assert self.proc is not None, "wait_healthy() called before start()"
                 raise ServerStartError(
                     f"server exited with code {self.proc.returncode} before it was healthy; "
-                    f"{self._why()}last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+                    f"{start_failure_detail(self.log_path)}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
@@ -283,7 +284,7 @@ class Server:
             time.sleep(1)
         raise ServerStartError(
             f"server not healthy after {timeout_s:.0f} s (engine.startup_timeout_s); "
-            f"{self._why()}last lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+            f"{start_failure_detail(self.log_path)}"
         )
 
     def stop(self, grace_s: float = 20.0) -> None:

@@ -29,7 +29,7 @@ def test_a_silent_engine_death_is_named_with_its_last_line():
     assert "Allocating 32 CPU tensors..." in why
     assert "OOM killer" in why and "pinned host memory (dram)" in why
     # what the error lines alone show: nothing about the cause
-    tail = _log_tail(LOG)
+    tail = _log_tail(LOG.read_text())
     assert "Engine core initialization failed" in tail and "Allocating" not in tail
 
 
