@@ -25,9 +25,7 @@ def _cells(*args: str) -> subprocess.CompletedProcess[str]:
 def test_two_sweeps_one_table_keyed_by_sweep_and_gpu(tmp_path):
     r = _cells(str(H200), str(CPU), "--csv", str(tmp_path / "cells.csv"))
     assert r.returncode == 0, r.stderr
-    md = tmp_path / "cells.md"
-    md.write_text("# cells\n\n" + r.stdout)
-    rows = doctables.table(md, "# cells")
+    rows = doctables.rows(doctables.block(r.stdout))
     csv = pd.read_csv(tmp_path / "cells.csv")
     assert len(rows) == len(csv) == 16 + 9
     # two sweeps, two GPUs: both columns shown; one value each would leave them out

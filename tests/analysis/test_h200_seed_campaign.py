@@ -50,10 +50,7 @@ def test_the_page_has_a_row_for_every_cell(res):
 def test_the_table_is_what_python_m_analysis_cells_prints(res):
     """The page's table is the command's output for the fixture, whole (so the command the
     page names makes it again after the next lease)."""
-    text = DOC.read_text()
-    section = text[text.index(HEADING):]
-    start = section.index("\n| policy")
-    printed = section[start + 1: section.index("\n\n", start)]
+    printed = "\n".join(doctables.block(DOC.read_text(), HEADING))
     assert printed == celltable.markdown(celltable.frame(res))
 
 
