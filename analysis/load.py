@@ -101,6 +101,7 @@ def _cell_row(sweep: str, root: Path, folder: Path, path_key: CellKey) -> dict[s
     rel = folder.relative_to(root).as_posix()
     man, manifest_error = _manifest(folder)
     progress, _ = _read_json(folder / records.PROGRESS)
+    counts, _ = _read_json(folder / records.LOG_COUNTS)  # what the policy's log said (LMCache)
     key = man.cell if man is not None else path_key
     if key != path_key:
         log.warning("sweep %s: %s holds the manifest of %s; using the manifest's", sweep, rel,
@@ -127,6 +128,9 @@ def _cell_row(sweep: str, root: Path, folder: Path, path_key: CellKey) -> dict[s
         if man is not None else None,
         progress_done=_get(progress, "jobs_done"),
         progress_total=_get(progress, "jobs_total"),
+        log_bytes_offload=_get(counts, "bytes_offload"),
+        log_bytes_onload=_get(counts, "bytes_onload"),
+        log_counts=counts or None,
     )
     return row
 

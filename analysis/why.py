@@ -159,9 +159,23 @@ def why_table(valid: pd.DataFrame, turns_ok: pd.DataFrame, metrics: pd.DataFrame
     for c in ("prefix_hits", "external_hits", "preemptions", "kv_usage_mean", "kv_usage_max"):
         if c not in out:
             out[c] = np.nan
+    out = _log_bytes(out, valid)
     out["cached_frac"] = out["cached_tokens"] / out["prompt_tokens"]
     out["prefix_hit_rate"] = out["prefix_hits"] / out["cell_prompt_tokens"]
     out["external_hit_rate"] = out["external_hits"] / out["cell_prompt_tokens"]
+    return out
+
+
+def _log_bytes(out: pd.DataFrame, valid: pd.DataFrame) -> pd.DataFrame:
+    """Bytes each way from the policy's own log (``records.LOG_COUNTS``: LMCache's stores and
+    retrieves) for the cells whose Prometheus samples had none."""
+    cols = {"log_bytes_offload": "bytes_offload", "log_bytes_onload": "bytes_onload"}
+    if not set(cols) <= set(valid.columns):
+        return out
+    logged = out[KEYS].merge(valid[KEYS + list(cols)], on=KEYS, how="left")
+    for src, dst in cols.items():
+        mine = logged[src].astype(float).to_numpy()
+        out[dst] = out[dst].fillna(pd.Series(mine, index=out.index)) if dst in out else mine
     return out
 
 

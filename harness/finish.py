@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from harness import records
+from harness import policies, records
 from harness.client import ClientResult
 from harness.metrics import MetricRows
 from harness.records import DONE, ClientSummary, Manifest
@@ -31,12 +31,20 @@ log = logging.getLogger(__name__)
 
 
 def keep_server_files(server: Server, workdir: Path, log_from: int, cell_dir: Path) -> None:
-    """The cell's slice of the server log, and the plugins' stats snapshots, into the cell."""
-    if workdir == cell_dir:
+    """The cell's slice of the server log, the plugins' stats snapshots, and what the policy
+    counted in that slice (``records.LOG_COUNTS``), into the cell."""
+    text = server.log_since(log_from)
+    if workdir != cell_dir:  # a shared server: its log and snapshots are in its own folder
+        records.write_text(text, cell_dir / "server.log")
+        for f in workdir.glob("*.json"):
+            records.write_text(f.read_text(), cell_dir / f.name)
+    try:
+        counts = policies.of(server.cfg).log_counts(server.cfg, text)
+    except Exception as e:  # noqa: BLE001  a log the parser did not expect loses no record
+        log.warning("could not read the policy's counts from %s's log: %s", cell_dir, e)
         return
-    records.write_text(server.log_since(log_from), cell_dir / "server.log")
-    for f in workdir.glob("*.json"):
-        records.write_text(f.read_text(), cell_dir / f.name)
+    if counts is not None:
+        records.write_json(counts, cell_dir / records.LOG_COUNTS)
 
 
 def finish(cell_dir: Path, man: Manifest, res: ClientResult | None, metrics: MetricRows,

@@ -58,6 +58,10 @@ SCHEMAS = {"turns": TURNS, "jobs": JOBS, "metrics": METRICS}  # <kind>.parquet o
 DONE = "DONE"  # the completion marker, written last
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"  # a measuring cell's progress (Progress), removed when it ends
+# What a policy counted that only its log says (Policy.log_counts: LMCache's lookups, stores,
+# loads), read from the cell's slice of the server log when the cell ends; its byte totals
+# stand in for Prometheus offload counters the policy does not export (analysis/why.py).
+LOG_COUNTS = "log_counts.json"
 # Space a running cell holds in its folder (hidden, so ignored by readers), given back to write
 # its manifest if the disk fills: the cell's failure is recorded even on a full disk.
 RESERVE = ".reserve"

@@ -67,6 +67,13 @@ class Policy:
         """
         return {}
 
+    def log_counts(self, cfg, log: str) -> dict[str, float] | None:
+        """What the policy counted in the cell, read from the cell's slice of the server log,
+        for a policy whose engine exports no Prometheus counter for it; ``None`` when there is
+        nothing to read. Kept as ``records.LOG_COUNTS``; ``bytes_offload`` and
+        ``bytes_onload`` (VRAM -> host tier, host tier -> VRAM) are what the analysis reads."""
+        return None
+
     def python(self, cfg) -> str | None:
         """Interpreter for the server if the policy needs its own environment."""
         return None

@@ -19,6 +19,7 @@ compiled extension loads with torch 2.11 (vLLM 0.26's pin). ``max_local_cpu_size
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,10 @@ class LMCache(Policy):
     def files(self, cfg) -> dict[str, str]:
         return {CONFIG_FILE: config_text(cfg)}
 
+    def log_counts(self, cfg, log: str) -> dict[str, float] | None:
+        counts = log_counts(log, lmcache_config(cfg)["chunk_size"])
+        return counts if counts["lookups"] or counts["stores"] else None
+
     def implementation(self, cfg) -> str:
         size = lmcache_config(cfg)["max_local_cpu_size"]
         return f"LMCache's LMCacheConnectorV1, {size} GB local CPU backend, on {self._engine(cfg)}"
@@ -109,3 +114,74 @@ def config_text(cfg) -> str:
         "# from policy.settings and dram (both in manifest.json). max_local_cpu_size is GiB.\n"
     )
     return head + yaml.safe_dump(lmcache_config(cfg), sort_keys=False)
+
+
+# LMCache 0.5.3 exports its counters to a Prometheus registry of the engine-core process that
+# vLLM's /metrics does not serve, so a cell reads them from LMCache's INFO lines instead (the
+# formats of lmcache/integration/vllm/vllm_v1_adapter.py and lmcache/v1/cache_engine.py):
+# the scheduler's lookup of each request, each store and each retrieve, and the CPU backend's
+# allocation failures (each one an eviction: LMCache evicts after a failed first attempt).
+_LOOKUP = re.compile(r"Reqid: \S+, Total tokens (\d+), Inference Engine computed tokens: (\d+), "
+                     r"LMCache hit tokens: (\d+), need to load: (\d+)")
+_STORE = re.compile(r"\] Stored (\d+) out of total \d+ tokens\. "
+                    r"size: ([\d.]+) GB, cost ([\d.]+) ms")
+_RETRIEVE = re.compile(r"\] Retrieved (\d+) out of \d+ (?:required tokens \(from \d+ total tokens\)"
+                       r"\. size: ([\d.]+) gb, cost ([\d.]+) ms|out of total \d+ tokens)")
+_ALLOC_FAILED = "Failed to allocate memory block"
+_NO_EVICTION = "No eviction candidates found"
+GIB = 1024**3  # LMCache prints sizes in GiB (tot_kv_size / 1024**3), labelled "GB"
+
+
+def log_counts(log: str, chunk_size: int = 256) -> dict[str, float]:
+    """LMCache's own account of a cell, from its log lines (a cell's slice of the server log).
+
+    Per lookup (one per request, in the scheduler): the request's tokens, the tokens the engine
+    already held in VRAM, the tokens LMCache found (a prefix: its lookup stops at the first
+    chunk it lacks) and the tokens it had to load. ``lookups_lost`` counts the lookups where
+    the engine held at least one chunk of prefix and LMCache found none of it: the tier had
+    lost the request's first chunk, which hides every later chunk it still holds.
+    ``lookups_below_engine`` counts those where LMCache held at least a chunk less than VRAM.
+    Stores and retrieves: tokens, bytes, seconds (the seconds are on the engine's step).
+    ``evictions`` counts the CPU backend's failed first allocations (each is followed by an
+    LRU eviction), ``eviction_waits`` the times it found nothing it could evict and slept.
+    ``bytes_offload`` / ``bytes_onload`` are the bytes stored / retrieved, for the analysis.
+    """
+    c = dict.fromkeys(
+        ("lookups", "tokens_looked_up", "tokens_engine_had", "tokens_hit", "tokens_to_load",
+         "lookups_lost", "lookups_below_engine", "stores", "tokens_stored", "bytes_stored",
+         "store_s", "retrieves", "tokens_retrieved", "bytes_retrieved", "retrieve_s",
+         "evictions", "eviction_waits"), 0.0)
+    sized_tokens = 0.0  # retrieved tokens whose line gave their size
+    for line in log.splitlines():
+        if "LMCache" not in line and "Reqid" not in line:
+            continue
+        if m := _LOOKUP.search(line):
+            total, had, hit, load = map(int, m.groups())
+            c["lookups"] += 1
+            c["tokens_looked_up"] += total
+            c["tokens_engine_had"] += had
+            c["tokens_hit"] += hit
+            c["tokens_to_load"] += load
+            c["lookups_lost"] += had >= chunk_size and hit == 0
+            c["lookups_below_engine"] += hit + chunk_size <= had
+        elif m := _STORE.search(line):
+            c["stores"] += 1
+            c["tokens_stored"] += int(m[1])
+            c["bytes_stored"] += float(m[2]) * GIB
+            c["store_s"] += float(m[3]) / 1000
+        elif m := _RETRIEVE.search(line):
+            c["retrieves"] += 1
+            c["tokens_retrieved"] += int(m[1])
+            if m[2] is not None:
+                sized_tokens += int(m[1])
+                c["bytes_retrieved"] += float(m[2]) * GIB
+                c["retrieve_s"] += float(m[3]) / 1000
+        elif _ALLOC_FAILED in line:
+            c["evictions"] += 1
+        elif _NO_EVICTION in line:
+            c["eviction_waits"] += 1
+    unsized = c["tokens_retrieved"] - sized_tokens
+    if unsized and c["tokens_stored"]:  # the layerwise format gives no size: a stored token's
+        c["bytes_retrieved"] += unsized * c["bytes_stored"] / c["tokens_stored"]
+    c["bytes_offload"], c["bytes_onload"] = c["bytes_stored"], c["bytes_retrieved"]
+    return c

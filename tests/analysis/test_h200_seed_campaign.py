@@ -42,7 +42,7 @@ def res() -> pipeline.Results:
 
 def test_the_page_has_a_row_for_every_cell(res):
     rows = doc_rows()
-    assert len(rows) == len(res.cells) >= 16
+    assert len(rows) == len(res.cells) >= 23
     assert {_key(r) for r in rows} == set(res.cells[KEY].itertuples(index=False, name=None))
     assert not res.warnings
 
@@ -93,7 +93,7 @@ def test_the_analysis_reproduces_the_row(res, row):
         assert doctables.num(row[col]) == pytest.approx(value, abs=1e-9), (col, row[col], value)
     for col, field in (("GB to host", "bytes_offload"), ("GB to GPU", "bytes_onload")):
         printed, measured = doctables.num(row[col]), why[field]
-        if printed is None:  # '–': no offload tier, or LMCache (it exports no byte counter)
+        if printed is None:  # '–': fcfs, no offload tier
             assert pd.isna(measured), (col, measured)
         else:
             assert printed == pytest.approx(round(measured / 1e9, 1), abs=1e-9), (col, measured)
@@ -118,6 +118,34 @@ def test_the_pages_findings_hold(res):
     assert prefetch < jct("fcfs", "program")  # and beats ordering alone
     # prefetch alone (fcfs order) is level with Continuum's pins alone, far below fcfs
     assert jct("predictive_prefetch", "fcfs") < min(jct("continuum_ttl", "fcfs"), 0.6 * fcfs)
+    # lease 3: LMCache slower than FCFS at JPS 3 and 6 too; at JPS 3 nothing beats plain FCFS
+    m3 = m.xs(3.0, level="jps")
+    assert m3.idxmin() == ("fcfs", "fcfs", 64)
+    assert float(m[("lmcache", "fcfs", 64, 3.0)]) / float(m[("fcfs", "fcfs", 64, 3.0)]) > 2.0
+    assert float(m[("lmcache", "fcfs", 64, 6.0)]) > float(m[("fcfs", "fcfs", 64, 6.0)])
+    assert float(m[("predictive_prefetch", "program", 64, 3.0)]) > float(
+        m[("fcfs", "program", 64, 3.0)])  # the offloads no turn needed cost it
     text = DOC.read_text()
     assert re.search(r"52\.78 s against continuum_ttl's 52\.81 s", text)
     assert f"{prefetch:.2f}" == "52.78" and f"{ctl:.2f}" == "52.81"
+
+
+def test_lmcache_read_nothing_back_and_its_log_says_why(res):
+    """Every LMCache cell carries LMCache's own account (log_counts.json, from its log lines):
+    stored hundreds of GB, retrieved none, never held more than VRAM; the page's figures for
+    the JPS-3 fcfs-order cell are the record's."""
+    cells = res.cells.set_index(KEY)
+    lm = cells.xs("lmcache", level="policy")
+    assert len(lm) == 7 and lm["log_counts"].notna().all()
+    for counts in lm["log_counts"]:
+        assert counts["bytes_stored"] > 600e9 and counts["bytes_onload"] == 0
+        assert counts["tokens_retrieved"] == 0 and counts["tokens_to_load"] == 0
+        assert counts["tokens_hit"] < counts["tokens_engine_had"]
+    c = cells.loc[("lmcache", "fcfs", 64, 3.0), "log_counts"]
+    assert (c["lookups"], c["lookups_lost"]) == (1200, 564)
+    assert round(c["bytes_stored"] / 1e9) == 914 and round(c["tokens_stored"] / 1e6, 1) == 7.0
+    assert round(c["store_s"]) == 31
+    text = DOC.read_text()
+    assert "564 of 1,200 lookups found none" in text and "914 GB at JPS 3" in text
+    why = res.why.set_index(KEY)
+    assert why.loc[("lmcache", "fcfs", 64, 3.0), "bytes_offload"] == c["bytes_stored"]
