@@ -49,6 +49,8 @@ class Results:
     # predictor's error; per valid cell, the keep/offload/drop decisions and prefetch outcomes
     predictions: pd.DataFrame = field(default_factory=pd.DataFrame)
     decisions: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # per valid cell that kept its policy's log counts (LMCache): lookups, stores, retrieves
+    tier_log: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def valid(self) -> pd.DataFrame:
@@ -92,6 +94,7 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
         ref_check=reference.check(ref, cells, jct, pt, ratio, seed_winners, o.tolerance),
         predictions=policy_counters.predictions(metrics).merge(valid[KEYS], on=KEYS),
         decisions=policy_counters.decisions(metrics).merge(valid[KEYS], on=KEYS),
+        tier_log=why.log_table(valid),
     )
     log.info("computed: %d cells (%d valid), %d groups", len(cells), int(cells["valid"].sum()),
              len(winners))

@@ -68,6 +68,7 @@ def tables(res: pipeline.Results) -> dict[str, pd.DataFrame]:
         "reference_check": res.ref_check,
         "predictions": res.predictions,
         "decisions": res.decisions,
+        "tier_log": res.tier_log,
     }
 
 
@@ -188,14 +189,34 @@ def _why_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
     return page.table(d, cols, _row_class, "table-why")
 
 
+def _tier_log_table(d: pd.DataFrame) -> str:
+    d = d.assign(gb_stored=d["bytes_stored"] / 1e9, gb_retrieved=d["bytes_retrieved"] / 1e9,
+                 mtok_stored=d["tokens_stored"] / 1e6, mtok_looked_up=d["tokens_looked_up"] / 1e6)
+    return page.para(
+        "What LMCache's own log says of each cell (log_counts.json; its counters are not on "
+        "vLLM's /metrics): lookups, and the share where it had lost a prefix the engine still "
+        "held (its lookup stops at the first chunk it lacks), and the lookups where it held more "
+        "than VRAM (the only ones it can serve); tokens stored and the bytes, "
+        "seconds of stores on the engine's step, bytes retrieved, evictions.") + page.table(d, [
+        Col("cell", "cell", cls="l"), Col("lookups", "lookups", page.num(6)),
+        Col("lost_share", "prefix lost", page.percent),
+        Col("lookups_above_engine", "held more than VRAM", page.num(6)),
+        Col("mtok_looked_up", "M tokens looked up", page.num(3)),
+        Col("mtok_stored", "M tokens stored", page.num(3)),
+        Col("gb_stored", "GB stored", page.num(4)), Col("store_s", "store s", page.num(3)),
+        Col("gb_retrieved", "GB retrieved", page.num(4)),
+        Col("evictions", "evictions", page.num(6))], None, "table-tier-log")
+
+
 def _policy_tables(res: pipeline.Results, cells: pd.DataFrame) -> str:
     """The predictor's error per tool and the scorer's decisions (analysis.policy_counters),
     for the cells of kvbench's predictive policies; a line saying so when there are none."""
-    if res.predictions.empty and res.decisions.empty:
-        return page.para("No cell of these sweeps ran a kvbench policy that predicts tool "
-                         "times or decides where KV goes (predictive_*, predictive_scored).")
     labels = cells[KEYS + ["cell"]]
-    parts = []
+    parts = [] if res.tier_log.empty else [_tier_log_table(res.tier_log.merge(labels, on=KEYS))]
+    if res.predictions.empty and res.decisions.empty:
+        return "".join(parts) + page.para(
+            "No cell of these sweeps ran a kvbench policy that predicts tool times or decides "
+            "where KV goes (predictive_*, predictive_scored).")
     if not res.predictions.empty:
         d = res.predictions.merge(labels, on=KEYS, how="left")
         d["tool"] = d["tool"].replace("", "(unnamed)")
@@ -324,7 +345,7 @@ def html(res: pipeline.Results, figs: list[FigureFile]) -> str:
         ("tlast", "Last turn over first turn and shape (seed §3.5)", _ratio_table(res, cells)),
         ("winners", "Winner per GPU, DRAM and JPS (seed §2.3)", _winner_table(res)),
         ("why", "Why", _why_table(res, cells)),
-        ("policies", "Predictions and decisions of kvbench's policies",
+        ("policies", "What the policies counted: predictions, decisions, LMCache's log",
          _policy_tables(res, cells)),
         ("validity", "Validity of every cell", _validity_table(cells)),
         ("reference", "Against the seed's quoted numbers", page.para(

@@ -179,6 +179,25 @@ def _log_bytes(out: pd.DataFrame, valid: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+LOG_COLUMNS = ["lookups", "lookups_lost", "lost_share", "lookups_above_engine",
+               "tokens_looked_up", "tokens_engine_had",
+               "tokens_hit", "tokens_stored", "bytes_stored", "store_s", "tokens_retrieved",
+               "bytes_retrieved", "evictions"]
+
+
+def log_table(valid: pd.DataFrame) -> pd.DataFrame:
+    """One row per valid cell that kept what its policy's log said (``records.LOG_COUNTS``:
+    LMCache's lookups, stores, retrieves, evictions); ``lost_share`` is the share of lookups
+    where the tier had lost a prefix the engine still held (its first chunk gone)."""
+    if "log_counts" not in valid or not valid["log_counts"].notna().any():
+        return pd.DataFrame(columns=KEYS + LOG_COLUMNS)
+    have = valid[valid["log_counts"].notna()]
+    counts = pd.DataFrame(list(have["log_counts"]), index=have.index)
+    out = pd.concat([have[KEYS], counts.reindex(columns=LOG_COLUMNS)], axis=1)
+    out["lost_share"] = out["lookups_lost"] / out["lookups"].where(out["lookups"] > 0)
+    return out.reset_index(drop=True)
+
+
 def _span(jobs: pd.DataFrame) -> pd.Series:
     return jobs.groupby(KEYS)["end_s"].max().rename("end_s")
 

@@ -140,7 +140,8 @@ def log_counts(log: str, chunk_size: int = 256) -> dict[str, float]:
     chunk it lacks) and the tokens it had to load. ``lookups_lost`` counts the lookups where
     the engine held at least one chunk of prefix and LMCache found none of it: the tier had
     lost the request's first chunk, which hides every later chunk it still holds.
-    ``lookups_below_engine`` counts those where LMCache held at least a chunk less than VRAM.
+    ``lookups_below_engine`` counts those where LMCache held at least a chunk less than VRAM,
+    ``lookups_above_engine`` those where it held more (the only ones it can serve).
     Stores and retrieves: tokens, bytes, seconds (the seconds are on the engine's step).
     ``evictions`` counts the CPU backend's failed first allocations (each is followed by an
     LRU eviction), ``eviction_waits`` the times it found nothing it could evict and slept.
@@ -148,9 +149,9 @@ def log_counts(log: str, chunk_size: int = 256) -> dict[str, float]:
     """
     c = dict.fromkeys(
         ("lookups", "tokens_looked_up", "tokens_engine_had", "tokens_hit", "tokens_to_load",
-         "lookups_lost", "lookups_below_engine", "stores", "tokens_stored", "bytes_stored",
-         "store_s", "retrieves", "tokens_retrieved", "bytes_retrieved", "retrieve_s",
-         "evictions", "eviction_waits"), 0.0)
+         "lookups_lost", "lookups_below_engine", "lookups_above_engine", "stores",
+         "tokens_stored", "bytes_stored", "store_s", "retrieves", "tokens_retrieved",
+         "bytes_retrieved", "retrieve_s", "evictions", "eviction_waits"), 0.0)
     sized_tokens = 0.0  # retrieved tokens whose line gave their size
     for line in log.splitlines():
         if "LMCache" not in line and "Reqid" not in line:
@@ -164,6 +165,7 @@ def log_counts(log: str, chunk_size: int = 256) -> dict[str, float]:
             c["tokens_to_load"] += load
             c["lookups_lost"] += had >= chunk_size and hit == 0
             c["lookups_below_engine"] += hit + chunk_size <= had
+            c["lookups_above_engine"] += hit > had
         elif m := _STORE.search(line):
             c["stores"] += 1
             c["tokens_stored"] += int(m[1])

@@ -140,12 +140,22 @@ def test_lmcache_read_nothing_back_and_its_log_says_why(res):
     for counts in lm["log_counts"]:
         assert counts["bytes_stored"] > 600e9 and counts["bytes_onload"] == 0
         assert counts["tokens_retrieved"] == 0 and counts["tokens_to_load"] == 0
+        # a write-through tier smaller than VRAM holds a subset of it: never more than VRAM
+        assert counts["lookups_above_engine"] == 0
         assert counts["tokens_hit"] < counts["tokens_engine_had"]
+    assert lm["log_counts"].map(lambda c: c["lookups"]).sum() == 8400
     c = cells.loc[("lmcache", "fcfs", 64, 3.0), "log_counts"]
     assert (c["lookups"], c["lookups_lost"]) == (1200, 564)
     assert round(c["bytes_stored"] / 1e9) == 914 and round(c["tokens_stored"] / 1e6, 1) == 7.0
     assert round(c["store_s"]) == 31
-    text = DOC.read_text()
-    assert "564 of 1,200 lookups found none" in text and "914 GB at JPS 3" in text
+    assert cells.loc[("lmcache", "fcfs", 100, 10.0), "log_counts"]["lookups_lost"] == 27
+    at64 = lm.xs(64, level="dram")["log_counts"]
+    assert round(min(c["bytes_stored"] for c in at64) / 1e9) == 679  # program order, JPS 10
+    fcfs64 = [c for (s, _), c in at64.items() if s == "fcfs"]
+    assert [round(c["bytes_stored"] / 1e9) for c in fcfs64] == [914, 1096, 1162]
+    text = " ".join(DOC.read_text().split())
+    assert "in **none** of 8,400 lookups in 7 cells did LMCache hold more than VRAM" in text
+    assert "564 of 1,200 lookups at JPS 3 (fcfs order) found none" in text
+    assert "(27 of 1,200 lookups)" in text and "679-1,162 GB stored per cell at 64 GiB" in text
     why = res.why.set_index(KEY)
     assert why.loc[("lmcache", "fcfs", 64, 3.0), "bytes_offload"] == c["bytes_stored"]

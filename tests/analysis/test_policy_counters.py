@@ -77,23 +77,29 @@ def test_decisions_count_each_kind():
 
 def test_the_report_shows_the_h200_prefetch_outcomes():
     res = pipeline.compute([H200], pipeline.Options(n_boot=0))
-    d = res.decisions.set_index(["policy", "sched"])
-    # lease 1's predictive_prefetch cell (program order): 956 turns found their KV prefetched,
-    # 86 came back before it had landed; lease 2's (fcfs order): 547 and 358, 905 offloads of
-    # which 534 were never read back (docs/validation/h200-20261129-seed.md)
+    d = res.decisions.set_index(["policy", "sched", "jps"])
+    # lease 1's predictive_prefetch cell (program order, JPS 10): 956 turns found their KV
+    # prefetched, 86 came back before it had landed; lease 2's (fcfs order): 547 and 358, 905
+    # offloads of which 534 were never read back; lease 3's at JPS 3 (program): 1,050
+    # offloads, 1,032 never read (docs/validation/h200-20261129-seed.md)
     cols = ["prefetch_hits", "prefetch_late"]
-    assert d.loc[("predictive_prefetch", "program"), cols].tolist() == [956, 86]
-    assert d.loc[("predictive_prefetch", "fcfs"), cols].tolist() == [547, 358]
-    assert d.loc[("predictive_prefetch", "fcfs"), ["offloaded", "offloads_unread"]
+    assert d.loc[("predictive_prefetch", "program", 10.0), cols].tolist() == [956, 86]
+    assert d.loc[("predictive_prefetch", "fcfs", 10.0), cols].tolist() == [547, 358]
+    assert d.loc[("predictive_prefetch", "fcfs", 10.0), ["offloaded", "offloads_unread"]
                  ].tolist() == [905, 534]
+    assert d.loc[("predictive_prefetch", "program", 3.0), ["offloaded", "offloads_unread"]
+                 ].tolist() == [1050, 1032]
     assert set(d.index.get_level_values("policy")) == {"predictive_prefetch"}
-    # only lease 2's cell has the prediction counters (lease 1 predates them): the oracle
+    # the prediction counters are in every cell but lease 1's (it predates them): the oracle
     # predicts the drawn 0.5 s; the gap the server sees is ~30 ms longer (the client's
     # turn-around between a reply and the next turn)
-    p = res.predictions[res.predictions.tool == "(all)"].set_index(["policy", "sched"])
-    assert list(p.index) == [("predictive_prefetch", "fcfs")]
-    assert p.iloc[0].predictions == 1046 and -0.05 < p.iloc[0].bias_s < 0
+    p = res.predictions[res.predictions.tool == "(all)"].set_index(["policy", "sched", "jps"])
+    assert list(p.index) == [("predictive_prefetch", "fcfs", 10.0),
+                             ("predictive_prefetch", "program", 3.0),
+                             ("predictive_prefetch", "program", 6.0)]
+    assert p.loc[("predictive_prefetch", "fcfs", 10.0)].predictions == 1046
+    assert ((p.bias_s > -0.05) & (p.bias_s < 0)).all()
     page = report.html(res, [])
     assert 'id="policies"' in page and 'id="table-decisions"' in page
-    assert 'id="table-predictions"' in page
-    assert set(report.tables(res)) >= {"predictions", "decisions"}
+    assert 'id="table-predictions"' in page and 'id="table-tier-log"' in page
+    assert set(report.tables(res)) >= {"predictions", "decisions", "tier_log"}

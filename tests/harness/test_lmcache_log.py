@@ -45,6 +45,7 @@ def test_the_h200_excerpt_is_counted_line_by_line():
     assert c["tokens_engine_had"] == 1616 + 1616 + 4976 + 9648
     assert c["tokens_hit"] == 1536 and c["tokens_to_load"] == 0
     assert c["lookups_lost"] == 3 and c["lookups_below_engine"] == 3
+    assert c["lookups_above_engine"] == 0
     assert c["stores"] == 3 and c["tokens_stored"] == 1536 + 1536 + 2304
     assert c["bytes_stored"] == pytest.approx((0.1875 + 0.1875 + 0.2812) * GIB)
     assert c["store_s"] == pytest.approx((9.4722 + 6.1199 + 8.9731) / 1000)
@@ -57,9 +58,10 @@ def test_a_lookup_within_a_chunk_of_the_engine_is_not_lost():
     """The chunk is the unit: LMCache cannot hold the engine's last partial chunk."""
     line = ("LMCache INFO: Reqid: r, Total tokens 4000, Inference Engine computed tokens: %d, "
             "LMCache hit tokens: %d, need to load: 0")
-    c = lmcache.log_counts("\n".join([line % (255, 0), line % (1616, 1536), line % (2048, 1792)]),
-                           chunk_size=256)
-    assert c["lookups"] == 3 and c["lookups_lost"] == 0 and c["lookups_below_engine"] == 1
+    c = lmcache.log_counts("\n".join([line % (255, 0), line % (1616, 1536), line % (2048, 1792),
+                                      line % (1024, 2048)]), chunk_size=256)
+    assert c["lookups"] == 4 and c["lookups_lost"] == 0 and c["lookups_below_engine"] == 1
+    assert c["lookups_above_engine"] == 1
 
 
 def test_retrieves_in_both_formats():
