@@ -128,6 +128,10 @@ def _cell_row(sweep: str, root: Path, folder: Path, path_key: CellKey) -> dict[s
         if man is not None else None,
         progress_done=_get(progress, "jobs_done"),
         progress_total=_get(progress, "jobs_total"),
+        kv_cache_tokens=_get(man.server, "kv_cache", "tokens") if man is not None else None,
+        kv_cache_gib=_get(man.server, "kv_cache", "gib") if man is not None else None,
+        write_through_gib=_get(man.server, "kv_cache", "write_through_gib")
+        if man is not None else None,
         log_bytes_offload=_get(counts, "bytes_offload"),
         log_bytes_onload=_get(counts, "bytes_onload"),
         log_counts=counts or None,

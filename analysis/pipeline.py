@@ -79,7 +79,7 @@ def compute(paths: list[str | Path], options: Options | None = None) -> Results:
     seed_winners = winners if len(seed_order) == len(cells) else stats.winners(
         seed_order, samples, boot, o.reference_policy)
     why_t = why.why_table(valid, turns_ok, metrics, all_ok)
-    warnings += _hit_rate_warnings(why_t)
+    warnings += _hit_rate_warnings(why_t) + _tier_warnings(valid)
     res = Results(
         options=o, sweeps=data.sweeps, missing_columns=data.missing_columns, cells=cells,
         jct=jct,
@@ -110,6 +110,23 @@ def _hit_rate_warnings(w: pd.DataFrame) -> list[str]:
     return [f"prefix_hit_rate above 1 in {len(over)} cell(s): {names}. vLLM counts a waiting "
             "request's prefix hits again at every scheduling step; read cached_frac (the "
             "responses' cached_tokens) for the share of prompt tokens served from cache."]
+
+
+def _tier_warnings(valid: pd.DataFrame) -> list[str]:
+    """Cells whose write-through host tier (LMCache, vLLM's offload) was smaller than the KV
+    cache their engine allocated (both in the manifest, ``harness.cell.kv_cache``)."""
+    if not {"write_through_gib", "kv_cache_gib"} <= set(valid.columns):
+        return []
+    tier, kv = valid["write_through_gib"].astype(float), valid["kv_cache_gib"].astype(float)
+    small = valid[tier < kv]
+    if small.empty:
+        return []
+    names = "; ".join(f"{validity.cell_label(r)} ({r['write_through_gib']:g} < "
+                      f"{r['kv_cache_gib']:.1f} GiB)" for r in small.to_dict("records"))
+    return [f"host tier smaller than the engine's KV cache in {len(small)} cell(s): {names}. "
+            "A tier that copies everything the engine computes, smaller than VRAM's KV cache, "
+            "holds a subset of it under recency eviction and can serve almost nothing: these "
+            "cells measure that tier's cost, not its benefit."]
 
 
 def _clock_warnings(metrics: pd.DataFrame, jobs: pd.DataFrame) -> list[str]:

@@ -184,6 +184,8 @@ def _why_table(res: pipeline.Results, cells: pd.DataFrame) -> str:
             Col("preemptions", "preemptions", page.num(6)),
             Col("gb_offload", "offload GB", page.num(4)),
             Col("gb_onload", "onload GB", page.num(4)),
+            Col("kv_cache_gib", "KV cache GiB", page.num(4)),
+            Col("write_through_gib", "write-through tier GiB", page.num(4)),
             Col("kv_usage_mean", "KV usage mean", page.num(3)),
             Col("kv_usage_max", "KV usage max", page.num(3))]
     return page.table(d, cols, _row_class, "table-why")

@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 import workloads
 from harness import manifest as mf
-from harness import records, stops
+from harness import policies, records, stops
 from harness.cellkey import CellKey
 from harness.client import ClientResult
 from harness.drive import drive, reset_between_cells, worker_choice
@@ -43,7 +43,7 @@ from harness.finish import finish
 from harness.lock import CELL_LOCK, FolderLock
 from harness.metrics import MetricRows
 from harness.records import DONE, ClientSummary, EngineInfo, Manifest, is_done
-from harness.server import Server, redact_env
+from harness.server import Server, kv_cache_capacity, redact_env
 from harness.shards import ClientWorkerDied
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,14 @@ def _run_locked(todo: list, dirs: list[Path], again: set[Path], locks: dict[Path
             try:
                 with _cell_log(todo[0][1] / "client.log"):
                     server.__enter__()
+                    kv = kv_cache(todo[0][0], server)
             except BaseException as e:
                 why = stops.failure(e)[1]
                 if isinstance(e, KvbenchError):
                     raise CellFailed(f"cell {todo[0][1]} failed: {why}") from e
                 raise
+            for man in mans:
+                man.server["kv_cache"] = kv
             for k, ((cfg, d), man) in enumerate(zip(todo, mans, strict=True)):
                 stops.raise_if_stopped()
                 with _cell_log(d / "client.log"):
@@ -185,6 +188,35 @@ def _run_locked(todo: list, dirs: list[Path], again: set[Path], locks: dict[Path
                 if man.status == "running":  # never measured: the server failed first
                     man.status, man.error = status, why
                     finish(d, man, None, MetricRows(), done=False)
+
+
+def kv_cache(cfg, server: Server) -> dict[str, object] | None:
+    """The KV cache the server's engine allocated (its log, ``kv_cache_capacity``), and the
+    policy's write-through host tier beside it; a warning when that tier is the smaller: a
+    tier that copies everything the engine computes, smaller than VRAM's KV cache, holds a
+    subset of VRAM under recency eviction and serves almost nothing (LMCache held more than
+    VRAM in 0 of 8,400 lookups on the H200: docs/validation/h200-20261129-seed.md)."""
+    try:
+        kv = kv_cache_capacity(server.log_since(0))
+        tier = policies.of(cfg).write_through_gib(cfg)
+    except Exception as e:  # noqa: BLE001  a record of the set-up, never a reason to fail
+        log.warning("could not read the KV cache size from the server's log: %s", e)
+        return None
+    if kv is None:
+        log.warning("the server's log names no KV cache size (an engine other than vLLM 0.26's?)")
+        return None
+    gib = kv["gib"]
+    log.info("KV cache: %s tokens on the %s%s", f"{kv['tokens']:,}", kv["device"],
+             f", {gib:g} GiB" if gib is not None else "")
+    if tier is not None:
+        kv["write_through_gib"] = tier
+        if isinstance(gib, float) and tier < gib:
+            log.warning("policy=%s: its host tier (%g GiB) is smaller than the %s's KV cache "
+                        "(%.1f GiB): a write-through tier smaller than VRAM holds a subset of "
+                        "it and can serve almost nothing; a larger dram (or a smaller "
+                        "engine.gpu_memory_utilization) tests it", cfg.policy.name, tier,
+                        kv["device"], gib)  # fmt: skip
+    return kv
 
 
 def _man_start(cfg, cell_dir: Path, attempt: int, server: Server, shared: bool) -> Manifest:

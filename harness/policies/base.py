@@ -67,6 +67,13 @@ class Policy:
         """
         return {}
 
+    def write_through_gib(self, cfg) -> float | None:
+        """GiB of a host tier that copies what the engine computes whether VRAM keeps it or
+        not (LMCache, vLLM's own offload): such a tier smaller than VRAM's KV cache holds a
+        subset of VRAM under recency eviction, so it can serve almost nothing (the cell warns,
+        ``harness/cell.py``). ``None`` for policies without one."""
+        return None
+
     def log_counts(self, cfg, log: str) -> dict[str, float] | None:
         """What the policy counted in the cell, read from the cell's slice of the server log,
         for a policy whose engine exports no Prometheus counter for it; ``None`` when there is

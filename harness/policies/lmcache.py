@@ -77,6 +77,9 @@ class LMCache(Policy):
     def files(self, cfg) -> dict[str, str]:
         return {CONFIG_FILE: config_text(cfg)}
 
+    def write_through_gib(self, cfg) -> float | None:
+        return float(lmcache_config(cfg)["max_local_cpu_size"])
+
     def log_counts(self, cfg, log: str) -> dict[str, float] | None:
         counts = log_counts(log, lmcache_config(cfg)["chunk_size"])
         return counts if counts["lookups"] or counts["stores"] else None

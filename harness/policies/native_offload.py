@@ -71,6 +71,10 @@ class NativeOffload(Policy):
     def server_args(self, cfg) -> list[str]:
         return ["--kv-transfer-config", json.dumps(transfer_config(cfg))] + super().server_args(cfg)
 
+    def write_through_gib(self, cfg) -> float | None:
+        extra = transfer_config(cfg)["kv_connector_extra_config"]
+        return extra.get("cpu_bytes_to_use", 0) / common.GIB or None
+
     def validate(self, cfg) -> None:
         super().validate(cfg)
         transfer_config(cfg)

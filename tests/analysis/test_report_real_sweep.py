@@ -2,6 +2,7 @@
 runs `python -m launch sweep experiment=smoke`): every figure and table exists and the HTML
 names every cell."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,18 @@ def test_report_on_the_real_smoke_sweep(real_sweep, tmp_path, check_report):
     assert len(rep.results.cells) >= 1
     assert rep.results.cells["folder"].all(), "the smoke sweep must have every cell's folder"
     assert "Validity of every cell" in text
+
+
+def test_each_cell_records_the_kv_cache_its_engine_allocated(real_sweep):
+    """harness.cell.kv_cache: the engine's own start-up line (the CPU engine's "CPU KV cache
+    size: N tokens" and "Explicitly set (X/...) GiB for KV cache") in every manifest, and in
+    the analysis' cells; the smoke's policies have no write-through tier, so no warning."""
+    res = pipeline.compute([real_sweep], pipeline.Options(n_boot=0))
+    for rel in res.cells["path"]:
+        man = json.loads((real_sweep / rel / "manifest.json").read_text())
+        kv = man["server"]["kv_cache"]
+        assert kv["device"] == "CPU" and kv["tokens"] > 0, kv
+        assert kv["gib"] == float(man["config"]["engine"]["kv_cache_space_gb"]), kv
+        assert "write_through_gib" not in kv
+    assert (res.cells["kv_cache_gib"] > 0).all() and res.cells["write_through_gib"].isna().all()
+    assert not [w for w in res.warnings if "host tier smaller" in w]
