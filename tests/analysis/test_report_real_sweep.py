@@ -5,6 +5,7 @@ names every cell."""
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis import pipeline, report
@@ -39,5 +40,10 @@ def test_each_cell_records_the_kv_cache_its_engine_allocated(real_sweep):
         assert kv["device"] == "CPU" and kv["tokens"] > 0, kv
         assert kv["gib"] == float(man["config"]["engine"]["kv_cache_space_gb"]), kv
         assert "write_through_gib" not in kv
+        # vLLM says the same in its Prometheus info metric (cache_config_info's labels)
+        metrics = pd.read_parquet(real_sweep / rel / "metrics.parquet")
+        info = metrics[metrics["name"] == "vllm:cache_config_info"]
+        assert len(info), "the cell's metrics have vLLM's cache_config_info"
+        assert json.loads(info.iloc[0]["labels"])["kv_cache_size_tokens"] == str(kv["tokens"])
     assert (res.cells["kv_cache_gib"] > 0).all() and res.cells["write_through_gib"].isna().all()
     assert not [w for w in res.warnings if "host tier smaller" in w]
