@@ -39,12 +39,19 @@ def keep_server_files(server: Server, workdir: Path, log_from: int, cell_dir: Pa
         for f in workdir.glob("*.json"):
             records.write_text(f.read_text(), cell_dir / f.name)
     try:
-        counts = policies.of(server.cfg).log_counts(server.cfg, text)
+        write_log_counts(server.cfg, text, cell_dir)
     except Exception as e:  # noqa: BLE001  a log the parser did not expect loses no record
         log.warning("could not read the policy's counts from %s's log: %s", cell_dir, e)
-        return
+
+
+def write_log_counts(cfg, log_text: str, cell_dir: Path) -> dict[str, float] | None:
+    """What the cell's policy counted in its log slice (``Policy.log_counts``), written as
+    ``records.LOG_COUNTS`` when there is anything; also scripts/device/log_counts.py's
+    backfill for cells made before cells wrote it."""
+    counts = policies.of(cfg).log_counts(cfg, log_text)
     if counts is not None:
         records.write_json(counts, cell_dir / records.LOG_COUNTS)
+    return counts
 
 
 def finish(cell_dir: Path, man: Manifest, res: ClientResult | None, metrics: MetricRows,

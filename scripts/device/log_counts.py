@@ -3,10 +3,10 @@
     python scripts/device/log_counts.py SWEEP [SWEEP ...]
 
 For each cell with a ``server.log`` (its slice of the server's log) and a manifest, and no
-``log_counts.json`` yet, asks the cell's policy what its log counted (``Policy.log_counts``,
-the same call a cell makes when it ends: harness/finish.py) and writes it. Cells whose policy
-reads nothing from its log (all but ``lmcache``) are left as they are. Prints one line per
-cell written.
+``log_counts.json`` yet, asks the cell's policy what its log counted and writes it
+(``harness.finish.write_log_counts``, what a cell calls when it ends). Cells whose policy reads
+nothing from its log (all but ``lmcache``) are left as they are. Prints one line per cell
+written.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from harness import policies, records  # noqa: E402
+from harness import records  # noqa: E402
 from harness.cellkey import iter_cell_dirs  # noqa: E402
+from harness.finish import write_log_counts  # noqa: E402
 
 
 def backfill(sweep: Path) -> int:
@@ -28,9 +29,8 @@ def backfill(sweep: Path) -> int:
         if out.exists() or not log.is_file() or not (cell / records.MANIFEST).is_file():
             continue
         cfg = OmegaConf.create(records.Manifest.read(cell).config)
-        counts = policies.of(cfg).log_counts(cfg, log.read_text(errors="replace"))
+        counts = write_log_counts(cfg, log.read_text(errors="replace"), cell)
         if counts is not None:
-            records.write_json(counts, out)
             n += 1
             print(f"{out}: {counts['bytes_offload'] / 1e9:,.1f} GB to host, "
                   f"{counts['bytes_onload'] / 1e9:,.1f} GB back")
