@@ -107,6 +107,7 @@ def _cell_row(sweep: str, root: Path, folder: Path, path_key: CellKey) -> dict[s
         log.warning("sweep %s: %s holds the manifest of %s; using the manifest's", sweep, rel,
                     key.rel_dir)
     client = man.client if man is not None else None
+    kv = _get(man.server, "kv_cache") if man is not None else None  # harness.cell.kv_cache
     wl = man.workload if man is not None else {}
     row: dict[str, Any] = {"sweep": sweep, **key.as_dict(), "path": rel, "folder": True}
     row.update({f"has_{f}": (folder / f"{f}.parquet").is_file() for f in FILES})
@@ -128,10 +129,9 @@ def _cell_row(sweep: str, root: Path, folder: Path, path_key: CellKey) -> dict[s
         if man is not None else None,
         progress_done=_get(progress, "jobs_done"),
         progress_total=_get(progress, "jobs_total"),
-        kv_cache_tokens=_get(man.server, "kv_cache", "tokens") if man is not None else None,
-        kv_cache_gib=_get(man.server, "kv_cache", "gib") if man is not None else None,
-        write_through_gib=_get(man.server, "kv_cache", "write_through_gib")
-        if man is not None else None,
+        kv_cache_tokens=_get(kv, "tokens"),
+        kv_cache_gib=_get(kv, "gib"),
+        write_through_gib=_get(kv, "write_through_gib"),
         log_bytes_offload=_get(counts, "bytes_offload"),
         log_bytes_onload=_get(counts, "bytes_onload"),
         log_counts=counts or None,

@@ -148,24 +148,6 @@ _ENGINE_DIED = ("Engine core initialization failed", "EngineDeadError",
                 "Engine core proc", "died unexpectedly")  # fmt: skip
 
 
-_KV_TOKENS = re.compile(r"\b(GPU|CPU) KV cache size: ([\d,]+) tokens")
-_KV_GIB = re.compile(r"Available KV cache memory: ([\d.]+) GiB"  # CUDA
-                     r"|Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache")  # CPU
-
-
-def kv_cache_capacity(log_text: str) -> dict[str, object] | None:
-    """The KV cache the engine allocated, as its start-up log says (vLLM 0.26: "GPU KV cache
-    size: 896,912 tokens" after "Available KV cache memory: 109.49 GiB"; the CPU engine's
-    "Explicitly set (1.0/23.21) GiB for KV cache"): device, tokens, GiB (None if not said).
-    None when the log names no KV cache size."""
-    tokens = _KV_TOKENS.search(log_text)
-    if tokens is None:
-        return None
-    gib = _KV_GIB.search(log_text)
-    size = next((float(g) for g in gib.groups() if g is not None), None) if gib else None
-    return {"device": tokens[1], "tokens": int(tokens[2].replace(",", "")), "gib": size}
-
-
 def engine_death(log_text: str) -> str | None:
     """Why the engine died, where its log cannot say: vLLM's API server reports that its engine
     core failed ("Engine core initialization failed. See root cause above") and the core wrote
@@ -199,6 +181,24 @@ def engine_death(log_text: str) -> str | None:
     said = said if len(said) <= 160 else said[:160] + " ..."
     return (f"the engine process {last.group(1)} (pid {last.group(2)}) died without a "
             f"traceback{ended}; its last line: {said!r}. {cause}")
+
+
+_KV_TOKENS = re.compile(r"\b(GPU|CPU) KV cache size: ([\d,]+) tokens")
+_KV_GIB = re.compile(r"Available KV cache memory: ([\d.]+) GiB"  # CUDA
+                     r"|Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache")  # CPU
+
+
+def kv_cache_capacity(log_text: str) -> dict[str, object] | None:
+    """The KV cache the engine allocated, as its start-up log says (vLLM 0.26: "GPU KV cache
+    size: 896,912 tokens" after "Available KV cache memory: 109.49 GiB"; the CPU engine's
+    "Explicitly set (1.0/23.21) GiB for KV cache"): device, tokens, GiB (None if not said).
+    None when the log names no KV cache size."""
+    tokens = _KV_TOKENS.search(log_text)
+    if tokens is None:
+        return None
+    gib = _KV_GIB.search(log_text)
+    size = next((float(g) for g in gib.groups() if g is not None), None) if gib else None
+    return {"device": tokens[1], "tokens": int(tokens[2].replace(",", "")), "gib": size}
 
 
 class Server:
