@@ -193,6 +193,12 @@ class Blocker:
     """An unhinted request that decodes until ``stop()`` (or 3,000 tokens, over 20 s on the CPU
     engine), started in the background; with ``--max-num-seqs 1`` the others wait behind it.
 
+    It streams, so ``wait_running()`` knows when the engine is decoding it: its first token
+    has come back. The tests waited on ``vllm:num_requests_running == 1`` before, a gauge
+    that says some request runs, not which, nor whether the reading is current; once in CI
+    the turns sent after it were served as if no blocker held the slot (the ordering and the
+    expiry test failed together).
+
     ``stop()`` closes the connection: vLLM aborts a request whose client went away
     (``with_cancellation``), so the queue behind it moves on at a moment the test chooses
     rather than one guessed from a decode rate measured on shared cores (which flaked).
@@ -205,21 +211,31 @@ class Blocker:
 
         url = urlsplit(server.url)
         body = {"model": server.model(), "max_tokens": tokens, "ignore_eos": True,
-                "prompt": Job(server, None, seed, first=64).context}
+                "stream": True, "prompt": Job(server, None, seed, first=64).context}
         self._conn = http.client.HTTPConnection(url.hostname, url.port, timeout=300)
         self._conn.connect()
         self._status: dict[str, Any] = {}
+        self._running = threading.Event()
 
         def run() -> None:
             try:
                 self._conn.request("POST", "/v1/completions", json.dumps(body),
                                    {"Content-Type": "application/json"})
-                self._status["code"] = self._conn.getresponse().status
-            except OSError as e:  # the socket closed by stop()
+                response = self._conn.getresponse()
+                self._status["code"] = response.status
+                for line in response:  # server-sent events until the end or stop()
+                    if line.startswith(b"data: {"):
+                        self._running.set()
+            except (OSError, ValueError, http.client.HTTPException) as e:  # closed by stop()
                 self._status["error"] = e
 
         self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
+
+    def wait_running(self, timeout: float = 30) -> bool:
+        """True once the engine has produced the blocker's first token (it holds the one
+        running slot from then on, until ``stop()``)."""
+        return self._running.wait(timeout)
 
     def done(self) -> bool:
         return not self._thread.is_alive()
