@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import gc
-import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -33,8 +31,18 @@ import openai
 from openai import AsyncOpenAI
 from openai._models import FinalRequestOptions
 
-from harness.aio_transport import AioTransport, Reply, form_headers
+from harness.aio_transport import Reply
 from harness.hints import Hint, extra_body
+from harness.job_pools import JOB, AioPerJob, HttpxReply, PoolPerJob
+from harness.wire import (
+    RAW_RESPONSE,
+    SSE,
+    USAGE,
+    dumps,
+    extend_ids_json,
+    ids_json,
+    loads_chunk,
+)
 from workloads.agent import JobSpec, Workload
 
 log = logging.getLogger(__name__)
@@ -113,92 +121,6 @@ class _NoByte(Exception):
     """The request failed before any byte of the response came back (safe to retry)."""
 
 
-_JOB: contextvars.ContextVar[int] = contextvars.ContextVar("kvbench_job", default=-1)
-
-
-class _PoolPerJob(httpx.AsyncBaseTransport):
-    """One connection pool per job, chosen by the job id in a context variable.
-
-    A job has at most one request in flight, so its pool holds one connection, reused from
-    turn to turn while keep-alive lasts. One shared pool does not scale to thousands of
-    conversations: httpcore's pool walks every connection it holds each time it assigns a
-    request, and once it holds more than ``max_keepalive_connections`` it builds a list of
-    all of them for each idle one (O(connections^2) per request) and closes idle connections
-    at once, so each turn opened a new TCP connection.
-    """
-
-    def __init__(self, limits: httpx.Limits) -> None:
-        self._ssl = httpx.create_ssl_context()  # once: loading the CA bundle takes ms
-        self._limits = limits
-        self._pools: dict[int, httpx.AsyncHTTPTransport] = {}
-
-    def _pool(self, job: int) -> httpx.AsyncHTTPTransport:
-        pool = self._pools.get(job)
-        if pool is None:
-            pool = httpx.AsyncHTTPTransport(verify=self._ssl, limits=self._limits)
-            self._pools[job] = pool
-        return pool
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await self._pool(_JOB.get()).handle_async_request(request)
-
-    async def send(self, form: httpx.Request, body: bytes) -> _HttpxReply:
-        """``form`` sent again with the body ``body`` (as ``AioTransport.send``)."""
-        request = httpx.Request(form.method, form.url, headers=form_headers(form), content=body,
-                                extensions=dict(form.extensions))  # fmt: skip
-        response = await self.handle_async_request(request)
-        response.request = request  # as httpx's client sets it
-        return _HttpxReply(response)
-
-    async def close_job(self, job: int) -> None:
-        pool = self._pools.pop(job, None)
-        if pool is not None:
-            await pool.aclose()
-
-    async def aclose(self) -> None:
-        pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            await pool.aclose()
-
-
-class _HttpxReply:
-    """An httpx response as an ``aio_transport.Reply``: what ``_PoolPerJob.send`` hands back."""
-
-    __slots__ = ("_response", "request")
-
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
-        self.request = response.request
-
-    @property
-    def status(self) -> int:
-        return self._response.status_code
-
-    def pieces(self) -> AsyncGenerator[bytes, None]:
-        return cast("AsyncGenerator[bytes, None]", self._response.aiter_bytes())
-
-    async def aclose(self) -> None:
-        await self._response.aclose()
-
-    async def read_httpx(self) -> httpx.Response:
-        try:
-            await self._response.aread()
-        finally:
-            await self._response.aclose()
-        return self._response
-
-
-class _AioPerJob(AioTransport):
-    """One aiohttp session (its own connector: one keep-alive connection) per job, chosen by
-    the job id in the context variable, as :class:`_PoolPerJob` does with httpx's pools."""
-
-    def __init__(self) -> None:
-        super().__init__(key=_JOB.get, keepalive_s=5.0)
-
-    async def close_job(self, job: int) -> None:
-        await self.close_key(job)
-
-
 class AgentClient:
     def __init__(self, base_url: str, api_key: str, opts: ClientOptions) -> None:
         self.opts = opts
@@ -214,8 +136,8 @@ class AgentClient:
         )
         if opts.transport not in ("aiohttp", "httpx"):
             raise ValueError(f"transport: 'aiohttp' or 'httpx', not {opts.transport!r}")
-        self._transport: _PoolPerJob | _AioPerJob = (
-            _AioPerJob() if opts.transport == "aiohttp" else _PoolPerJob(limits)
+        self._transport: PoolPerJob | AioPerJob = (
+            AioPerJob() if opts.transport == "aiohttp" else PoolPerJob(limits)
         )
         self.http = httpx.AsyncClient(
             transport=self._transport, timeout=httpx.Timeout(opts.request_timeout_s)
@@ -240,7 +162,7 @@ class AgentClient:
         # of the run closes the transport, its pools or sessions.
         self._form = self._request_form()
         # every request's body starts so (_turn)
-        self._body_head = b'{"model":' + _dumps(opts.model) + b',"stream":true,"prompt":'
+        self._body_head = b'{"model":' + dumps(opts.model) + b',"stream":true,"prompt":'
         self.jobs_done = 0
         self.jobs_total = 0
         self._rank: dict[int, int] = {}
@@ -319,7 +241,7 @@ class AgentClient:
         return job, rec, rows
 
     async def _job(self, job: JobSpec, rec: JobRecord, rows: list[TurnRecord]) -> None:
-        _JOB.set(job.job_id)  # this task's requests use this job's connection pool
+        JOB.set(job.job_id)  # this task's requests use this job's connection pool
         try:
             await asyncio.sleep(max(0.0, job.arrival_s - self.now()))
             await self._turns(job, rows, rec)
@@ -343,7 +265,7 @@ class AgentClient:
         # (~1.8K ids a turn at the seed row, not the whole prompt: ~8K on average, 0.76 ms of
         # json.dumps in a loop): 11% less CPU per seed-sized request (bench/README.md). Bytes
         # are never walked by the garbage collector either.
-        prompt = _ids_json(job.first_prompt)
+        prompt = ids_json(job.first_prompt)
         n_prompt = len(job.first_prompt)
         for tr in rows:
             tr.prompt_tokens = n_prompt
@@ -359,13 +281,13 @@ class AgentClient:
             if tr.turn < job.n_turns:
                 await asyncio.sleep(tr.tool_s)
                 more = (*output, *job.tool_outputs[tr.turn - 1])
-                prompt, n_prompt = _extend_ids_json(prompt, more), n_prompt + len(more)
+                prompt, n_prompt = extend_ids_json(prompt, more), n_prompt + len(more)
 
     async def _turn(self, job: JobSpec, turn: int, prompt: bytes, tr: TurnRecord) -> list[int]:
-        """One turn's request; ``prompt``: its ids as JSON (``_ids_json``)."""
+        """One turn's request; ``prompt``: its ids as JSON (``ids_json``)."""
         hint = Hint.for_turn(str(job.job_id), turn, job.n_turns, job.tool_after(turn),
                              job.tool_name(turn))  # fmt: skip
-        rest: dict[str, Any] = {"max_tokens": job.output_tokens(turn), "stream_options": _USAGE,
+        rest: dict[str, Any] = {"max_tokens": job.output_tokens(turn), "stream_options": USAGE,
                                 "ignore_eos": True, "return_token_ids": True}  # fmt: skip
         if self.opts.priority:
             rest["priority"] = tr.priority = self._rank[job.job_id]
@@ -374,7 +296,7 @@ class AgentClient:
         # The body as openai would write it (openapi_dumps) from {"model", "stream", "prompt",
         # then the rest}: create()'s keys in its order, then the extra ones. The ids are already
         # JSON (prompt); the rest is written here, once for the turn's attempts.
-        content = b"".join((self._body_head, prompt, b",", _dumps(rest)[1:]))
+        content = b"".join((self._body_head, prompt, b",", dumps(rest)[1:]))
         for attempt in range(self.opts.max_retries + 1):
             tr.retries = attempt
             if tr.sent_s is None:
@@ -405,11 +327,11 @@ class AgentClient:
         time-out). The same for every request of the client: each is this form sent again with
         its own body (``_send``)."""
         req = self.api._build_request(FinalRequestOptions.construct(
-            method="post", url="/completions", content=b"", headers=_RAW_RESPONSE))  # fmt: skip
+            method="post", url="/completions", content=b"", headers=RAW_RESPONSE))  # fmt: skip
         # (openai annotates it as httpx2's Request; with self.http it is httpx's)
         return cast("httpx.Request", req)
 
-    async def _send(self, content: bytes) -> Reply | _HttpxReply:
+    async def _send(self, content: bytes) -> Reply | HttpxReply:
         """Send one request (its body: ``content``) and hand back its response, unread.
 
         openai built the request's form once (``_request_form``: what ``AsyncOpenAI.post``
@@ -447,7 +369,7 @@ class AgentClient:
         try:
             reply = await self._send(content)
             try:
-                sse = _SSE()
+                sse = SSE()
                 pieces = reply.pieces()
                 async with contextlib.aclosing(pieces):
                     async for piece in pieces:
@@ -455,7 +377,7 @@ class AgentClient:
                             continue  # read to the end, so the connection can be reused
                         for data in sse.feed(piece):
                             got_byte = True
-                            chunk = _loads_chunk(data)
+                            chunk = loads_chunk(data)
                             if type(chunk) is not dict:
                                 raise ValueError(f"not a JSON object: {data[:200]!r}")
                             if chunk.get("error"):
@@ -481,146 +403,6 @@ class AgentClient:
         tr.status, tr.error = "ok", None
         if tr.completion_tokens == 0:
             tr.completion_tokens = len(out)
-        return out
-
-
-# the header openai's with_streaming_response sent (the server ignores it): still sent, so that
-# the request is the one it was
-_RAW_RESPONSE = {"X-Stainless-Raw-Response": "stream"}
-_USAGE = {"include_usage": True}
-
-# JSON as openai writes a request's body (openai._utils._json.openapi_dumps), as bytes
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-
-
-def _dumps(obj: Any) -> bytes:
-    return _encode(obj).encode()
-
-
-def _ids_json(ids: Sequence[int]) -> bytes:
-    """``ids`` as a JSON array, as openai would write them (``[1,2,3]``)."""
-    return _dumps(tuple(ids))
-
-
-def _extend_ids_json(ids_json: bytes, more: Sequence[int]) -> bytes:
-    """``_ids_json(ids + more)``, where ``ids_json`` is ``_ids_json(ids)``: only ``more`` is
-    encoded."""
-    if not more:
-        return ids_json
-    if ids_json == b"[]":
-        return _ids_json(more)
-    return b"".join((ids_json[:-1], b",", _ids_json(more)[1:]))
-
-
-# json's C scanner (what JSONDecoder.raw_decode calls): (value, end) from a str and a start
-_scan_json: Callable[[str, int], tuple[Any, int]]
-_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def _json_loads(data: bytes) -> Any:
-    """``json.loads(data)`` for an event's data (UTF-8, as SSE is): json's C scanner straight on
-    the text, without ``loads``' checks and encoding detection (2.1 against 3.5 us for a
-    token's chunk in a loop, ~22 chunks a request; 6-9% of the client's CPU per small
-    request, bench/README.md). Where the scanner does not end at the text's end (white space
-    around the value, more than one value, a byte-order mark, not JSON) or the bytes are not
-    UTF-8, ``json.loads`` decides, as before."""
-    try:
-        s = data.decode()
-        obj, end = _scan_json(s, 0)
-    except (UnicodeDecodeError, StopIteration):
-        return json.loads(data)
-    return obj if end == len(s) else json.loads(data)
-
-
-# vLLM's echo of the prompt's ids (return_token_ids) in a stream's first chunk, as its pydantic
-# models write it (no spaces)
-_ECHO = b'"prompt_token_ids":['
-_ID_BYTES = b"0123456789,"
-
-
-def _loads_chunk(data: bytes) -> Any:
-    """``json.loads(data)``, less the prompt's ids that vLLM echoes in the first chunk.
-
-    Asked for the output's ids (``return_token_ids``), vLLM also sends back every prompt id in
-    the first chunk's choice (``prompt_token_ids``), ~8K at the seed row: parsing them took
-    0.57 ms in a loop, 12-17% of the client's CPU per seed-sized request (bench/README.md),
-    for ids the client does not read (it reads ``choices[].token_ids`` and ``text``,
-    ``usage`` and ``error``). So each such array is replaced by ``null`` before parsing, where
-    it surely is one: the key as vLLM writes it, not preceded by a backslash (a quote cannot
-    appear unescaped inside a JSON string, so this is a key, not text), and between its ``[``
-    and the first ``]`` nothing but digits and commas (a flat array of non-negative ints).
-    Anything else (spaces, a nested array, a sign, another shape) is parsed whole, as before.
-    """
-    i = data.find(_ECHO)
-    if i < 0:
-        return _json_loads(data)
-    parts: list[bytes] = []
-    start = 0
-    while i >= 0:
-        lo = i + len(_ECHO)
-        hi = data.find(b"]", lo)
-        if hi < 0 or (i and data[i - 1] == 0x5C) or data[lo:hi].translate(None, _ID_BYTES):
-            return _json_loads(data)  # not surely a flat array of ids: parsed whole
-        parts += (data[start : lo - 1], b"null")
-        start = hi + 1
-        i = data.find(_ECHO, start)
-    parts.append(data[start:])
-    return _json_loads(b"".join(parts))
-
-
-class _SSE:
-    """Server-sent events from a body's pieces as they come: ``feed(piece)`` returns the data
-    of each event that the piece completed, as bytes, up to ``[DONE]``, which sets ``done``
-    (what follows it is dropped; the caller reads the rest of the body, so that the connection
-    can be reused).
-
-    In place of openai's AsyncStream (its SSEDecoder splits the body into lines, decodes each
-    to str and builds a ServerSentEvent per event, through three layers of async generators):
-    within run-to-run noise at small prompts, 9.1 -> 8.0 ms of CPU a request at seed-sized
-    ones, whose first chunk echoes ~8K prompt ids (bench/README.md). A plain method, not an
-    async generator between the body and the client: one generator step less per read
-    (within the noise of a pair of runs: -2 to +1%).
-    Per the SSE spec: events end at a blank line (LF, CRLF or CR line ends), ``data:`` lines
-    are joined by LF, one space after the colon is dropped, comments (``:``) and other fields
-    are ignored, an event without data is not dispatched. Like openai's, an unterminated last
-    event is dropped and reading stops at ``[DONE]``.
-    """
-
-    __slots__ = ("buf", "done")
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.done = False
-
-    def feed(self, piece: bytes) -> list[bytes]:
-        buf = self.buf + piece if self.buf else piece
-        if b"\r" in buf:
-            # CRLF or CR line ends, rare: made LF (a CR last in buf may be half a CRLF)
-            keep = buf.endswith(b"\r")
-            buf = (buf[:-1] if keep else buf).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            if keep:
-                buf += b"\r"
-        if b"\n\n" not in buf:
-            self.buf = buf
-            return []
-        *events, self.buf = buf.split(b"\n\n")
-        out = []
-        for ev in events:
-            if ev.startswith(b"data: ") and b"\n" not in ev:
-                data = ev[6:]  # the common case: one data line
-            else:
-                lines = [
-                    ln[6:] if ln.startswith(b"data: ") else ln[5:]
-                    for ln in ev.split(b"\n")
-                    if ln.startswith(b"data:")
-                ]
-                if not lines:
-                    continue
-                data = b"\n".join(lines)
-            if data.startswith(b"[DONE]"):
-                self.done, self.buf = True, b""
-                break
-            out.append(data)
         return out
 
 

@@ -1,4 +1,4 @@
-"""The client reads the streamed body itself (harness.client._SSE), not through openai's
+"""The client reads the streamed body itself (harness.wire.SSE), not through openai's
 AsyncStream: SSE framing however the bytes are split, CRLF line ends, comments, multi-line
 data, [DONE] and what follows it, the usage chunk, vLLM's mid-stream error event (an APIError,
 as openai raised) and a non-2xx status before the stream (openai's own error, as before). It
@@ -11,12 +11,13 @@ import asyncio
 import contextlib
 import json
 
-from harness.client import _SSE, AgentClient, ClientOptions
+from harness.client import AgentClient, ClientOptions
+from harness.wire import SSE
 from workloads.agent import JobSpec, Workload
 
 
 def _events(raw: bytes, size: int) -> list[bytes]:
-    sse, out = _SSE(), []
+    sse, out = SSE(), []
     for i in range(0, len(raw), size):
         if not sse.done:
             out += sse.feed(raw[i : i + size])
@@ -145,13 +146,13 @@ def test_error_event_mid_stream_and_error_status():
 def test_request_is_what_openai_post_sends():
     """The client sends openai's request form again with each body (AgentClient._send): the
     same headers and body as AsyncOpenAI.post sent, prompt ids encoded turn by turn
-    (_extend_ids_json) included."""
+    (harness.wire.extend_ids_json) included."""
     import httpx
     import openai
     from openai import AsyncOpenAI, AsyncStream
 
-    from harness.client import _RAW_RESPONSE, _USAGE
     from harness.hints import Hint, extra_body
+    from harness.wire import RAW_RESPONSE, USAGE
 
     seen: list[tuple[bytes, bytes]] = []
 
@@ -180,11 +181,11 @@ def test_request_is_what_openai_post_sends():
             for turn, prompt in enumerate(prompts, 1):
                 hint = Hint.for_turn("4", turn, 2, job.tool_after(turn), job.tool_name(turn))
                 body = {"model": "m", "stream": True, "prompt": prompt, "max_tokens": 3,
-                        "stream_options": _USAGE, "ignore_eos": True, "return_token_ids": True,
+                        "stream_options": USAGE, "ignore_eos": True, "return_token_ids": True,
                         **extra_body(hint)}  # fmt: skip
                 r = await api.post(  # type: ignore[call-overload]
                     "/completions", cast_to=httpx.Response, body=body,
-                    options={"headers": _RAW_RESPONSE}, stream=True, stream_cls=AsyncStream[object],
+                    options={"headers": RAW_RESPONSE}, stream=True, stream_cls=AsyncStream[object],
                 )  # fmt: skip
                 await r.aclose()
         return seen
@@ -203,9 +204,9 @@ def test_request_is_what_openai_post_sends():
 
 
 def test_prompt_echo_skipped_never_misread():
-    """_loads_chunk parses a chunk less vLLM's echo of the prompt ids, and only where that is
+    """loads_chunk parses a chunk less vLLM's echo of the prompt ids, and only where that is
     surely a flat array of ids; anything else is parsed whole."""
-    from harness.client import _json_loads, _loads_chunk
+    from harness.wire import json_loads, loads_chunk
 
     def compact(obj) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode()
@@ -221,7 +222,7 @@ def test_prompt_echo_skipped_never_misread():
              "choices": [{"index": 0, "text": " t5", "logprobs": None, "finish_reason": None,
                           "stop_reason": None, "prompt_token_ids": list(range(3000)),
                           "token_ids": [5]}]}  # fmt: skip
-    got = _loads_chunk(compact(first))
+    got = loads_chunk(compact(first))
     assert got == echo_nulled(first) and got["choices"][0]["token_ids"] == [5]
     cases = [
         first,
@@ -236,20 +237,20 @@ def test_prompt_echo_skipped_never_misread():
     ]
     for obj in cases:
         data = compact(obj)
-        assert _loads_chunk(data) == echo_nulled(obj), data
+        assert loads_chunk(data) == echo_nulled(obj), data
     # written with spaces (not vLLM's way): parsed whole, echo and all
     spaced = json.dumps(first).encode()
-    assert _loads_chunk(spaced) == first
-    # _json_loads is json.loads, whatever the bytes
+    assert loads_chunk(spaced) == first
+    # json_loads is json.loads, whatever the bytes
     for data in (b'{"a":1}', b' {"a": 1} ', b"\xef\xbb\xbf[1]", b'"x"', b"3"):
-        assert _json_loads(data) == json.loads(data), data
+        assert json_loads(data) == json.loads(data), data
     for bad in (b'{"a":1}{}', b"nul", b"", b"\xff"):
         try:
             json.loads(bad)
         except ValueError as e:
             want: object = type(e)
         try:
-            _json_loads(bad)
+            json_loads(bad)
         except ValueError as e:
             assert type(e) is want, bad
         else:
