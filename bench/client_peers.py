@@ -27,7 +27,7 @@ open-loop inter-arrival gaps at the stub from the exponential of the target rate
 95% critical value), ``cpu`` (the tool's process tree, CPU s per wall s) and ``cpu_ms/req``
 (tree CPU / requests arriving, both in the measured window), ``errors``, ``load1``.
 
-Cores (``client_lag.assign_cores``): the stub on the last core, the client on the first
+Cores (``stub_server.assign_cores``): the stub on the last core, the client on the first
 ``workers`` others (shared with the stub where too few); each peer on the first ``--peer-cores``
 (default: the most workers asked). This script samples the trees' CPU from the stub's core.
 """
@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import client_lag as cl  # noqa: E402  (bench/ is on sys.path: this script's folder)
 import peer_tools as pt  # noqa: E402
+import stub_server  # noqa: E402
 
 ROWS = {"small": ("conv", "jps"), "seed": ("seed_conv", "seed_jps")}
 GOAL_MS = 5.0
@@ -89,7 +90,7 @@ def run_tree(argv: list[str], cores: str, log: Path, env: dict[str, str] | None 
     """Run ``argv`` pinned to ``cores`` with its CPU sampled; (returncode, sampler, stdout)."""
 
     def pin() -> None:
-        cl.claim_core(cores, "normal")
+        stub_server.claim_core(cores, "normal")
 
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -155,7 +156,7 @@ def window_row(log, cpu: TreeCPU, lo: float, hi: float, open_t: np.ndarray, rate
 
 
 def kvbench_row(a, url: str, shape: str, n: int, plan: dict, workers: int, tmp: Path) -> dict:
-    client, _ = cl.assign_cores(a.cores, workers)
+    client, _ = stub_server.assign_cores(a.cores, workers)
     argv = [*cl.row_argv(a, url, shape, n, plan, "asyncio", workers), "--core", client]
     rc, cpu, out = run_tree(argv, client, tmp / f"kvbench-w{workers}.log")
     if rc:
@@ -188,7 +189,7 @@ def stub_lags(rep: dict, log: list, arrivals: np.ndarray) -> tuple[float, float]
 
 
 def peer_row(a, tool: pt.Tool, url: str, rate: float, input_len: int, warm: float, tmp: Path):
-    cores = cl.assign_cores(a.cores, a.peer_cores)[0]
+    cores = stub_server.assign_cores(a.cores, a.peer_cores)[0]
     out = tmp / tool.name
     out.mkdir()
     job = pt.Job(
@@ -269,9 +270,9 @@ def one_row(a, shape: str, tmp: Path, rows: list[dict]) -> None:
     rate = jps * a.turns
     input_len = mean_prompt(a, shape, jps)
     warm = plan["delay_ms"] / 1000 + (a.output_len - 1) * a.itl_ms / 1000  # one request's life
-    stub_core = cl.assign_cores(a.cores, 1)[1]
-    cl.claim_core(stub_core, "normal")  # this process: only the sampler, beside the stub
-    stub, url = cl.start_stub(plan["delay_ms"], a.itl_ms, core=stub_core, prio=a.priority)
+    stub_core = stub_server.assign_cores(a.cores, 1)[1]
+    stub_server.claim_core(stub_core, "normal")  # this process: only the sampler, beside the stub
+    stub, url = stub_server.start_stub(plan["delay_ms"], a.itl_ms, core=stub_core, prio=a.priority)
     STUB[:] = [TreeCPU(stub.pid, every=0.5)]
     STUB[0].start()
     head = {"row": f"{shape} {n}", "target": rate}
