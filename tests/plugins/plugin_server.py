@@ -195,9 +195,10 @@ class Blocker:
 
     It streams, so ``wait_running()`` knows when the engine is decoding it: its first token
     has come back. The tests waited on ``vllm:num_requests_running == 1`` before, a gauge
-    that says some request runs, not which, nor whether the reading is current; once in CI
-    the turns sent after it were served as if no blocker held the slot (the ordering and the
-    expiry test failed together).
+    that says some request runs, not which. Once in CI the ordering and the expiry tests
+    failed together, as if the turns sent after it had not queued behind the blocker or the
+    pins had gone; not reproduced here (2 cores under three busy loops), so those tests'
+    failures now also say when the queue formed and what the policy admitted.
 
     ``stop()`` closes the connection: vLLM aborts a request whose client went away
     (``with_cancellation``), so the queue behind it moves on at a moment the test chooses
