@@ -33,8 +33,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 import workloads
+from harness import kv_size, policies, records, stops
 from harness import manifest as mf
-from harness import policies, records, stops
 from harness.cellkey import CellKey
 from harness.client import ClientResult
 from harness.drive import drive, reset_between_cells, worker_choice
@@ -211,11 +211,8 @@ def kv_cache(cfg, server: Server) -> dict[str, object] | None:
     if tier is not None:
         kv["write_through_gib"] = tier
         if isinstance(gib, float) and tier < gib:
-            log.warning("policy=%s: its host tier (%g GiB) is smaller than the %s's KV cache "
-                        "(%.1f GiB): a write-through tier smaller than VRAM holds a subset of "
-                        "it and can serve almost nothing; a larger dram (or a smaller "
-                        "engine.gpu_memory_utilization) tests it", cfg.policy.name, tier,
-                        kv["device"], gib)  # fmt: skip
+            log.warning("policy=%s on the %s: %s", cfg.policy.name, kv["device"],
+                        kv_size.small_tier(tier, gib))
     return kv
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from harness import workers
+from harness import kv_size, policies, workers
 from harness.cellkey import CellKey
 from harness.errors import ConfigError
 from harness.records import is_done
@@ -103,7 +103,8 @@ def make(overrides: list[str], today: str | None = None,
     return Plan(base=base, cells=cells, configs=configs, sweep=sweep, cluster=planner.cluster,
                 experiment_defaulted=planner.experiment_defaulted, identities=identities,
                 rerun_patterns=tuple(rerun),
-                warnings=client_warnings(configs, turns, environ))  # fmt: skip
+                warnings=client_warnings(configs, turns, environ)
+                + tier_warnings(configs))  # fmt: skip
 
 
 def client_warnings(configs: dict[CellKey, DictConfig], turns: dict[str, float],
@@ -135,6 +136,25 @@ def client_warnings(configs: dict[CellKey, DictConfig], turns: dict[str, float],
                    f"time ({workers.WORKER_RPS:g} requests/s each, harness/workers.py); their "
                    f"arrival lag would count against the policy (a cell over workload.max_lag_s "
                    f"is marked invalid). {fix}. Cells: {shown}")  # fmt: skip
+    return out
+
+
+def tier_warnings(configs: dict[CellKey, DictConfig]) -> list[str]:
+    """A line for each group of cells whose policy's write-through host tier is smaller than
+    the KV cache their engine will allocate (``harness.kv_size``): such a tier can serve almost
+    nothing, so the cells would measure its cost and not what it is for."""
+    groups: dict[tuple[str, float, float, str], list[CellKey]] = {}
+    for cell, cfg in configs.items():
+        tier = policies.of(cfg).write_through_gib(cfg)
+        kv = kv_size.estimate(cfg) if tier is not None else None
+        if tier is not None and kv is not None and tier < kv.gib:
+            groups.setdefault((cfg.policy.name, tier, kv.gib, kv.how), []).append(cell)
+    out = []
+    for (policy, tier, gib, how), cells in groups.items():
+        shown = ", ".join(c.rel_dir for c in cells[:2]) + (
+            f" and {len(cells) - 2} more" if len(cells) > 2 else "")
+        out.append(f"host tier: policy={policy}: {kv_size.small_tier(tier, gib, how)} "
+                   f"(docs/validation/h200-20261129-seed.md). Cells: {shown}")  # fmt: skip
     return out
 
 

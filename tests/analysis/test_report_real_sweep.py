@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from analysis import pipeline, report
+from harness import kv_size
 
 pytestmark = pytest.mark.server  # the smoke sweep it reads runs a real CPU server
 
@@ -40,6 +42,9 @@ def test_each_cell_records_the_kv_cache_its_engine_allocated(real_sweep):
         assert kv["device"] == "CPU" and kv["tokens"] > 0, kv
         assert kv["gib"] == float(man["config"]["engine"]["kv_cache_space_gb"]), kv
         assert "write_through_gib" not in kv
+        # what the plan reckons from the config (harness.kv_size) is what the engine took
+        est = kv_size.estimate(OmegaConf.create(man["config"]))
+        assert est is not None and (est.tokens, est.gib) == (kv["tokens"], kv["gib"]), est
         # vLLM says the same in its Prometheus info metric (cache_config_info's labels)
         metrics = pd.read_parquet(real_sweep / rel / "metrics.parquet")
         info = metrics[metrics["name"] == "vllm:cache_config_info"]

@@ -63,8 +63,8 @@ def test_a_write_through_tier_smaller_than_vram_is_warned(tmp_path, caplog, poli
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert bool(said) == warned, said
     if warned:
-        assert f"policy={policy}: its host tier ({dram} GiB) is smaller than the GPU's KV " \
-               "cache (109.5 GiB)" in said[0]
+        assert f"policy={policy} on the GPU: its write-through host tier ({dram} GiB) is " \
+               "smaller than the KV cache (109.5 GiB)" in said[0]
 
 
 def test_the_report_names_cells_whose_tier_was_smaller():
