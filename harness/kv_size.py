@@ -38,9 +38,18 @@ MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 @dataclass(frozen=True)
 class KVSize:
-    gib: float
-    tokens: int
+    gib: float  # <= 0: no room left for a KV cache
+    tokens: int  # 0 when there is no room
     how: str  # how it was reckoned, for the warning
+    bytes_per_token: int
+    fixed_gib: float = 0.0  # weights and the rest, taken before the KV cache (CUDA)
+    shown_gib: float = 0.0  # the memory the driver shows (CUDA)
+
+    def utilization_for(self, tokens: int) -> float | None:
+        """The gpu_memory_utilization at which the KV cache holds ``tokens`` (CUDA)."""
+        if not self.shown_gib:
+            return None
+        return (self.fixed_gib + tokens * self.bytes_per_token / GIB) / self.shown_gib
 
 
 def model_config(cfg) -> dict[str, Any] | None:
@@ -95,7 +104,8 @@ def weight_gib(mc: dict[str, Any]) -> float | None:
 
 def estimate(cfg) -> KVSize | None:
     """The KV cache the cell's engine will allocate, or None where it cannot be reckoned (a
-    model of another shape, a CPU engine left at vLLM's default size)."""
+    model of another shape, a CPU engine left at vLLM's default size). Its ``gib`` is <= 0
+    where the weights and the rest take all that ``gpu_memory_utilization`` gives."""
     mc = model_config(cfg)
     per_token = bytes_per_token(mc) if mc else None
     if mc is None or per_token is None:
@@ -104,19 +114,18 @@ def estimate(cfg) -> KVSize | None:
         if cfg.engine.kv_cache_space_gb is None:
             return None
         gib = float(cfg.engine.kv_cache_space_gb)
-        how = f"engine.kv_cache_space_gb={gib:g}"
-    else:
-        weights = weight_gib(mc)
-        if weights is None:
-            return None
-        gmu, shown = float(cfg.engine.gpu_memory_utilization), \
-            float(cfg.gpu.vram_gb) * VISIBLE_GIB_PER_GB  # fmt: skip
-        gib = gmu * shown - weights - OTHER_GIB
-        how = (f"{gmu:g} x {shown:.1f} GiB of {cfg.gpu.name} - {weights:.1f} GiB of weights - "
-               f"~{OTHER_GIB:g} GiB of activations")  # fmt: skip
-    if gib <= 0:
+        return KVSize(gib, int(gib * GIB // per_token), f"engine.kv_cache_space_gb={gib:g}",
+                      per_token)
+    weights = weight_gib(mc)
+    if weights is None:
         return None
-    return KVSize(gib, int(gib * GIB // per_token), how)
+    gmu, shown = float(cfg.engine.gpu_memory_utilization), \
+        float(cfg.gpu.vram_gb) * VISIBLE_GIB_PER_GB  # fmt: skip
+    gib = gmu * shown - weights - OTHER_GIB
+    how = (f"{gmu:g} x {shown:.1f} GiB of {cfg.gpu.name} - {weights:.1f} GiB of weights - "
+           f"~{OTHER_GIB:g} GiB of activations")  # fmt: skip
+    return KVSize(gib, max(0, int(gib * GIB // per_token)), how, per_token,
+                  weights + OTHER_GIB, shown)
 
 
 def small_tier(tier_gib: float, kv_gib: float, how: str = "") -> str:

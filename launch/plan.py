@@ -104,7 +104,7 @@ def make(overrides: list[str], today: str | None = None,
                 experiment_defaulted=planner.experiment_defaulted, identities=identities,
                 rerun_patterns=tuple(rerun),
                 warnings=client_warnings(configs, turns, environ)
-                + tier_warnings(configs))  # fmt: skip
+                + kv_warnings(configs))  # fmt: skip
 
 
 def client_warnings(configs: dict[CellKey, DictConfig], turns: dict[str, float],
@@ -139,22 +139,35 @@ def client_warnings(configs: dict[CellKey, DictConfig], turns: dict[str, float],
     return out
 
 
-def tier_warnings(configs: dict[CellKey, DictConfig]) -> list[str]:
-    """A line for each group of cells whose policy's write-through host tier is smaller than
-    the KV cache their engine will allocate (``harness.kv_size``): such a tier can serve almost
-    nothing, so the cells would measure its cost and not what it is for."""
-    groups: dict[tuple[str, float, float, str], list[CellKey]] = {}
+def kv_warnings(configs: dict[CellKey, DictConfig]) -> list[str]:
+    """Lines from the KV cache the cells' engines will allocate (``harness.kv_size``), one per
+    group of cells: a KV cache too small for one request of ``model.max_model_len`` (vLLM
+    refuses to start), and a policy's write-through host tier smaller than the KV cache (it can
+    serve almost nothing, so the cells would measure its cost and not what it is for)."""
+    groups: dict[str, list[CellKey]] = {}
     for cell, cfg in configs.items():
+        kv = kv_size.estimate(cfg)
+        if kv is None or kv.gib <= 0:  # none reckoned, or no room at all (check_kv_room)
+            continue
+        n = int(cfg.model.max_model_len)
+        if kv.tokens < n:
+            need = kv.utilization_for(n)
+            fix = f"raise engine.gpu_memory_utilization to about {need:.2f} or " \
+                if need is not None and need < 1 else ""  # fmt: skip
+            groups.setdefault(
+                f"KV cache: about {kv.tokens:,} tokens ({kv.how}), fewer than one request of "
+                f"model.max_model_len={n} needs: vLLM will likely refuse to start; {fix}lower "
+                f"model.max_model_len", []).append(cell)  # fmt: skip
         tier = policies.of(cfg).write_through_gib(cfg)
-        kv = kv_size.estimate(cfg) if tier is not None else None
-        if tier is not None and kv is not None and tier < kv.gib:
-            groups.setdefault((cfg.policy.name, tier, kv.gib, kv.how), []).append(cell)
+        if tier is not None and tier < kv.gib:
+            groups.setdefault(
+                f"host tier: policy={cfg.policy.name}: {kv_size.small_tier(tier, kv.gib, kv.how)}"
+                f" (docs/validation/h200-20261129-seed.md)", []).append(cell)  # fmt: skip
     out = []
-    for (policy, tier, gib, how), cells in groups.items():
+    for line, cells in groups.items():
         shown = ", ".join(c.rel_dir for c in cells[:2]) + (
             f" and {len(cells) - 2} more" if len(cells) > 2 else "")
-        out.append(f"host tier: policy={policy}: {kv_size.small_tier(tier, gib, how)} "
-                   f"(docs/validation/h200-20261129-seed.md). Cells: {shown}")  # fmt: skip
+        out.append(f"{line}. Cells: {shown}")
     return out
 
 

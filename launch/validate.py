@@ -20,7 +20,7 @@ import psutil
 from omegaconf import DictConfig, OmegaConf
 
 import workloads
-from harness import policies
+from harness import kv_size, policies
 from harness.errors import ConfigError
 from harness.workers import turns_per_job
 from launch import schema
@@ -65,8 +65,26 @@ def check_cell(cfg: DictConfig) -> Config:
     except ConfigError as e:
         raise PolicyUnavailable(str(e), str(cfg.policy.name)) from None
     check_model(typed)
+    check_kv_room(cfg)
     check_host(typed)
     return typed
+
+
+def check_kv_room(cfg: DictConfig) -> None:
+    """The GPU's share left after the weights holds a KV cache at all (vLLM fails at start
+    otherwise); reckoned by ``harness.kv_size`` (a KV cache too small for one request of
+    ``model.max_model_len`` is a plan warning: launch.plan.kv_warnings)."""
+    est = kv_size.estimate(cfg)
+    if est is None or est.gib > 0:
+        return
+    need = est.utilization_for(int(cfg.model.max_model_len))
+    more = f"raise it to at least {need:.2f} (one request of model.max_model_len), " \
+        if need is not None and need < 1 else ""  # fmt: skip
+    raise ConfigError(
+        f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} on gpu="
+        f"{cfg.gpu.name} leaves no room for a KV cache ({est.how} = {est.gib:.1f} GiB): vLLM "
+        f"would fail at start; {more}choose a GPU with more memory, or a smaller model"
+    )
 
 
 def check_engine_gpu(cfg: Config) -> None:
@@ -156,17 +174,29 @@ def check_workloads(cfgs: Iterable[DictConfig]) -> dict[str, float]:
     cannot be made (a missing or unreadable trace, a tool-time file of no numbers, token ids
     outside the model's vocabulary) is refused now. Cells that share a workload config, the
     model's vocabulary and the JPS (cells of different policies, GPUs of one model) share one
-    build: a 60-cell sweep builds 5 workloads. Returns each one's mean turns (requests) per
-    job, by :func:`workload_key`."""
+    build: a 60-cell sweep builds 5 workloads. A workload whose longest request (a job's last
+    prompt and its output) exceeds ``model.max_model_len`` is refused too: vLLM would answer
+    those requests 400, and the jobs would end in error rows. Returns each one's mean turns
+    (requests) per job, by :func:`workload_key`."""
     turns: dict[str, float] = {}
+    longest: dict[str, tuple[int, int]] = {}  # key -> (tokens, job id) of its longest request
     for cfg in cfgs:
         key = workload_key(cfg)
-        if key in turns:
-            continue
-        try:
-            turns[key] = turns_per_job(workloads.build(cfg).jobs)
-        except workloads.WorkloadError as e:
-            raise ConfigError(str(e)) from None
+        if key not in turns:
+            try:
+                jobs = workloads.build(cfg).jobs
+            except workloads.WorkloadError as e:
+                raise ConfigError(str(e)) from None
+            turns[key] = turns_per_job(jobs)
+            longest[key] = max(((j.prompt_tokens(j.n_turns) + j.output_tokens(j.n_turns),
+                                 j.job_id) for j in jobs), default=(0, -1))  # fmt: skip
+        tokens, job = longest[key]
+        if tokens > int(cfg.model.max_model_len):
+            raise ConfigError(
+                f"workload {cfg.workload.name}: job {job}'s last turn needs {tokens:,} tokens "
+                f"(prompt and output), more than model.max_model_len={cfg.model.max_model_len} "
+                f"of model {cfg.model.name}; vLLM would refuse it. Raise model.max_model_len "
+                f"(the KV cache must hold one such request) or shorten the workload")
     return turns
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import kv_size
+from harness.errors import ConfigError
 from harness.server import kv_cache_capacity
 from launch import plan
 from tests.harness.test_policies import cell_config
@@ -87,3 +88,36 @@ def test_the_plan_warns_of_a_tier_smaller_than_vram_s_kv_cache(tmp_path):
 ])
 def test_no_warning_where_the_tier_is_larger_or_absent(tmp_path, over):
     assert _tier_lines(tmp_path, *over, "jps=3") == []
+
+
+def test_no_room_for_a_kv_cache_is_refused_at_planning(tmp_path):
+    """The workstation's RTX 5090 (32 GB) at 0.4: 12.7 GiB for 15 GiB of weights."""
+    with pytest.raises(ConfigError) as e:
+        llama(tmp_path, "gpu=rtx5090", "dram=64", "policy=fcfs",
+              "engine.gpu_memory_utilization=0.4")
+    assert "engine.gpu_memory_utilization=0.4 on gpu=rtx5090 leaves no room for a KV cache " \
+        "(0.4 x 31.7 GiB of rtx5090 - 15.0 GiB of weights" in str(e.value)
+    assert "raise it to at least 0.64" in str(e.value)  # 4 GiB: one 32,768-token request
+
+
+def test_a_kv_cache_smaller_than_one_request_is_warned(tmp_path):
+    p = plan.make([f"results_dir={tmp_path}", "cluster=pace", "engine=vllm-cuda",
+                   "workload=agent8", "gpu=l40s", "dram=64", "policy=fcfs", "jps=3",
+                   "engine.gpu_memory_utilization=0.38"], today="20260101")
+    (w,) = [w for w in p.warnings if w.startswith("KV cache:")]
+    assert "about 14,7" in w and "fewer than one request of model.max_model_len=32768" in w
+    assert "raise engine.gpu_memory_utilization to about 0.43" in w
+    ok = plan.make([f"results_dir={tmp_path}", "cluster=pace", "engine=vllm-cuda",
+                    "workload=agent8", "gpu=l40s", "dram=64", "policy=fcfs", "jps=3",
+                    "engine.gpu_memory_utilization=0.4", "model.max_model_len=16384"],
+                   today="20260101")  # 22K tokens of KV cache, longest request 14,304
+    assert not [w for w in ok.warnings if w.startswith("KV cache:")]
+
+
+def test_a_workload_longer_than_the_model_s_context_is_refused(tmp_path):
+    """agent8's longest request: 14,304 tokens (job 149's turn 8 and its 20 output tokens)."""
+    with pytest.raises(ConfigError) as e:
+        llama(tmp_path, "gpu=h200", "dram=64", "policy=fcfs", "model.max_model_len=8192")
+    assert "workload agent8: job 149's last turn needs 14,304 tokens (prompt and output), " \
+        "more than model.max_model_len=8192 of model llama31_8b" in str(e.value)
+    assert llama(tmp_path, "gpu=h200", "dram=64", "policy=fcfs", "model.max_model_len=14304")
