@@ -48,6 +48,10 @@ PLANNING = [
     (["jps=-1"], "jps=-1 is not a positive number"),
     (["dram=64"], "dram=64 asks for 68 GB of host memory"),
     (["cluster=nope"], "cluster=nope is unknown; allowed: auto,"),
+    (["cluster=pace", "engine=vllm-cuda", "gpu=rtx5090", "dram=8", "workload=agent8",
+      "engine.gpu_memory_utilization=0.4"],
+     "engine.gpu_memory_utilization=0.4 on gpu=rtx5090 leaves no room for a KV cache"),
+    (["model.max_model_len=512"], "tokens (prompt and output), more than model.max_model_len=512"),
 ]  # fmt: skip
 
 
