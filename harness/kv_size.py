@@ -27,6 +27,8 @@ from typing import Any
 from harness.policies.common import GIB
 
 # GiB the driver shows per nominal GB of the card: H100 80 GB -> 79.2 GiB, H200 141 -> 139.8
+# (both seen). The L40S shows ~45 GiB of its 48 GB (ECC GDDR6): there the reckoning overstates
+# the KV cache by up to ~2.5 GiB x gpu_memory_utilization, on the lenient side.
 VISIBLE_GIB_PER_GB = 0.99
 # what vLLM keeps beside weights and KV: peak activation at max_num_batched_tokens 8192 plus
 # memory outside torch; 1.1 + 0.22 GiB for Llama-3.1-8B on the H200 (its start-up log)
