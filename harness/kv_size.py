@@ -80,13 +80,13 @@ def _shape(mc: dict[str, Any]) -> tuple[int, int, int, int, int, int, int, bool]
     return h, layers, heads, kv_heads, head_dim, inter, vocab, bool(mc.get("tie_word_embeddings"))
 
 
-def _dtype_bytes(mc: dict[str, Any]) -> int | None:
+def dtype_bytes(mc: dict[str, Any]) -> int | None:
     return DTYPE_BYTES.get(str(mc.get("torch_dtype") or mc.get("dtype") or "bfloat16"))
 
 
 def bytes_per_token(mc: dict[str, Any]) -> int | None:
     """KV bytes of one token: K and V of every layer (131,072 for Llama-3.1-8B in bf16)."""
-    shape, width = _shape(mc), _dtype_bytes(mc)
+    shape, width = _shape(mc), dtype_bytes(mc)
     if shape is None or width is None:
         return None
     _, layers, _, kv_heads, head_dim, *_ = shape
@@ -95,7 +95,7 @@ def bytes_per_token(mc: dict[str, Any]) -> int | None:
 
 def weight_gib(mc: dict[str, Any]) -> float | None:
     """GiB of the weights (attention, gated MLP, norms, embeddings; 14.96 for Llama-3.1-8B)."""
-    shape, width = _shape(mc), _dtype_bytes(mc)
+    shape, width = _shape(mc), dtype_bytes(mc)
     if shape is None or width is None:
         return None
     h, layers, heads, kv_heads, head_dim, inter, vocab, tied = shape

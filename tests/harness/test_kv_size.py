@@ -8,6 +8,7 @@ own servers in tests/analysis/test_report_real_sweep.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,18 @@ def test_a_workload_longer_than_the_model_s_context_is_refused(tmp_path):
     assert "workload agent8: job 149's last turn needs 14,304 tokens (prompt and output), " \
         "more than model.max_model_len=8192 of model llama31_8b" in str(e.value)
     assert llama(tmp_path, "gpu=h200", "dram=64", "policy=fcfs", "model.max_model_len=14304")
+
+
+@pytest.mark.parametrize("folder", ["llama31-8b", "tiny-llama"])
+def test_the_weight_count_is_transformers_own(folder):
+    """The parameter count behind ``weight_gib`` is the one of transformers' model built from
+    the same config on the meta device (no memory, no weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = Path(__file__).resolve().parents[2] / "models" / folder
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path))
+    params = sum(p.numel() for p in model.parameters())
+    mc = json.loads((path / "config.json").read_text())
+    assert kv_size.weight_gib(mc) * kv_size.GIB == params * kv_size.dtype_bytes(mc)
