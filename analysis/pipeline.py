@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis import policy_counters, reference, stats, validity, why
 from analysis.load import KEYS, load
+from harness import kv_size
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +125,8 @@ def _tier_warnings(valid: pd.DataFrame) -> list[str]:
     names = "; ".join(f"{validity.cell_label(r)} ({r['write_through_gib']:g} < "
                       f"{r['kv_cache_gib']:.1f} GiB)" for r in small.to_dict("records"))
     return [f"host tier smaller than the engine's KV cache in {len(small)} cell(s): {names}. "
-            "A tier that copies everything the engine computes, smaller than VRAM's KV cache, "
-            "holds a subset of it under recency eviction and can serve almost nothing: these "
-            "cells measure that tier's cost, not its benefit."]
+            f"{kv_size.WHY_SMALL_TIER.capitalize()}: these cells measure that tier's cost, not "
+            "its benefit."]
 
 
 def _clock_warnings(metrics: pd.DataFrame, jobs: pd.DataFrame) -> list[str]:

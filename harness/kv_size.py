@@ -36,6 +36,10 @@ OTHER_GIB = 1.3
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4}
 # a config naming experts is a mixture of experts: its weights are not counted here
 MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+# why such a tier is a problem, as every warning of it says (plan, cell, report)
+WHY_SMALL_TIER = ("a tier that copies everything the engine computes, smaller than VRAM's KV "
+                  "cache, holds a subset of it under recency eviction and can serve almost "
+                  "nothing")
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,12 @@ class KVSize:
     shown_gib: float = 0.0  # the memory the driver shows (CUDA)
 
     def utilization_for(self, tokens: int) -> float | None:
-        """The gpu_memory_utilization at which the KV cache holds ``tokens`` (CUDA)."""
+        """The gpu_memory_utilization at which the KV cache holds ``tokens`` (CUDA); None
+        where no share of this GPU does (or on the CPU engine)."""
         if not self.shown_gib:
             return None
-        return (self.fixed_gib + tokens * self.bytes_per_token / GIB) / self.shown_gib
+        share = (self.fixed_gib + tokens * self.bytes_per_token / GIB) / self.shown_gib
+        return share if share < 1 else None
 
 
 def model_config(cfg) -> dict[str, Any] | None:
@@ -136,6 +142,5 @@ def small_tier(tier_gib: float, kv_gib: float, how: str = "") -> str:
     how an estimated size was reckoned)."""
     size = f"about {kv_gib:.1f} GiB: {how}" if how else f"{kv_gib:.1f} GiB"
     return (f"its write-through host tier ({tier_gib:g} GiB) is smaller than the KV cache "
-            f"({size}): a tier that copies everything the engine computes, smaller "
-            f"than VRAM's KV cache, holds a subset of it and can serve almost nothing; a dram "
-            f"above {kv_gib:.0f} (or a smaller engine.gpu_memory_utilization) tests offload")
+            f"({size}): {WHY_SMALL_TIER}; a dram above {kv_gib:.0f} (or a smaller "
+            f"engine.gpu_memory_utilization) tests offload")

@@ -153,7 +153,7 @@ def kv_warnings(configs: dict[CellKey, DictConfig]) -> list[str]:
         if kv.tokens < n:
             need = kv.utilization_for(n)
             fix = f"raise engine.gpu_memory_utilization to about {need:.2f} or " \
-                if need is not None and need < 1 else ""  # fmt: skip
+                if need is not None else ""  # fmt: skip
             groups.setdefault(
                 f"KV cache: about {kv.tokens:,} tokens ({kv.how}), fewer than one request of "
                 f"model.max_model_len={n} needs: vLLM will likely refuse to start; {fix}lower "

@@ -79,7 +79,7 @@ def check_kv_room(cfg: DictConfig) -> None:
         return
     need = est.utilization_for(int(cfg.model.max_model_len))
     more = f"raise it to at least {need:.2f} (one request of model.max_model_len), " \
-        if need is not None and need < 1 else ""  # fmt: skip
+        if need is not None else ""  # fmt: skip
     raise ConfigError(
         f"engine.gpu_memory_utilization={cfg.engine.gpu_memory_utilization} on gpu="
         f"{cfg.gpu.name} leaves no room for a KV cache ({est.how} = {est.gib:.1f} GiB): vLLM "
