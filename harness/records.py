@@ -3,12 +3,13 @@
 The harness writes, and analysis and the synthetic sweep (``analysis.synth``) read and write,
 through what is defined here: the Arrow schemas of ``turns``, ``jobs`` and ``metrics``, the
 typed :class:`Manifest` (with a version number; :meth:`Manifest.from_json` reads every
-earlier version), the completion marker, and atomic writers. Every file is written to
-``.<name>.tmp`` in the same folder and renamed into place, so a reader never sees half a
-file and a kill leaves at most a hidden temporary. Its mode is what the user's umask gives a
-new file (``0o666 & ~umask``), never world-writable (:func:`file_mode`), whatever the writer
-library or a leftover temporary had. A write that fails (a full disk: :func:`disk_full`)
-removes its temporary and raises; :func:`write_failure` words it in one line.
+earlier version), the completion marker, and atomic writers. Every file is written whole
+before it gets its name (harness/atomic.py: an unnamed file linked into place, or
+``.<name>.tmp`` renamed), so a reader never sees half a file and a kill leaves at most a
+hidden temporary. Its mode is what the user's umask gives a new file (``0o666 & ~umask``),
+never world-writable (:func:`file_mode`), whatever the writer library or a leftover
+temporary had. A write that fails (a full disk: :func:`disk_full`) leaves no temporary and
+raises; :func:`write_failure` words it in one line.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import errno
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness import atomic
 from harness.cellkey import CellKey
 
 TURNS = pa.schema(
@@ -207,27 +210,8 @@ def job_rows(jobs) -> list[dict[str, Any]]:
     return rows
 
 
-def tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
-
-
-def current_umask() -> int:
-    """This process' umask, read without changing it (Linux's /proc), else set and restored."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def file_mode(executable: bool = False) -> int:
-    """The mode of a file kvbench writes: a new file's under the umask (0o666, or 0o777 for
-    a script, less the umask), never world-writable."""
-    return (0o777 if executable else 0o666) & ~current_umask() & ~0o002
+# the modes and the temporary's name live with the writer (harness/atomic.py)
+tmp_path, current_umask, file_mode = atomic.tmp_path, atomic.current_umask, atomic.file_mode
 
 
 def no_world_write() -> None:
@@ -236,26 +220,15 @@ def no_world_write() -> None:
     os.umask(current_umask() | 0o002)
 
 
-def _place(tmp: Path, path: Path) -> Path:
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, path)
-    return path
-
-
-@contextlib.contextmanager
-def _atomic(path: Path):
-    """Yield the temporary of ``path`` to write; then move it into place. If writing or
-    placing fails (a full disk, an I/O error, an exception in the writer), the temporary is
-    removed and the error raised: the target is untouched, no half file or temporary is left."""
-    tmp = tmp_path(path)
+def _write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write ``path`` anew through :func:`harness.atomic.replace` with the mode
+    :func:`file_mode` gives. A failed write leaves the target untouched and no temporary; its
+    error names the file (pyarrow's and write()'s do not)."""
     try:
-        yield tmp
-        _place(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.filename is None:
-            e.filename = str(path)  # the error names the file (pyarrow's and write()'s do not)
+        return atomic.replace(path, write)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
         raise
 
 
@@ -268,22 +241,17 @@ def write_table(rows: list[dict] | dict[str, list], schema: pa.Schema, path: Pat
 
 
 def write_parquet(table: pa.Table, path: Path) -> Path:
-    with _atomic(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
+    return _write(path, lambda f: pq.write_table(table, f))
 
 
 def write_json(obj: Any, path: Path) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
-    with _atomic(path) as tmp:
-        tmp.write_text(text)
-    return path
+    return write_text(text, path)
 
 
 def write_text(text: str, path: Path) -> Path:
-    with _atomic(path) as tmp:
-        tmp.write_text(text)
-    return path
+    data = text.encode()
+    return _write(path, lambda f: f.write(data))
 
 
 # --- a full disk ------------------------------------------------------------------------------

@@ -21,7 +21,6 @@ and are summarised per tool in the snapshot's ``info.prediction`` (``gaps.summar
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from vllm.distributed.kv_transfer.kv_connector.v1.metrics import (
 
 # The names and help texts live in harness.plugins.counters (no vLLM import: the analysis
 # reads them too); WORKER_COUNTERS is re-exported for the connectors' users.
+from harness import atomic
 from harness.plugins.counters import COUNTERS, GAUGES, PREFIX, TOOL_COUNTERS, WORKER_COUNTERS
 
 logger = logging.getLogger(__name__)
@@ -170,14 +170,12 @@ class Ledger:
                 "counters": self.totals, "gauges": self.gauges, "jobs": self.jobs,
                 "info": self.info, "admissions": self.admissions, "decisions": self.decisions}
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
+        data = json.dumps(snap, default=str).encode()
+        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")  # processes share it
         try:
-            tmp.write_text(json.dumps(snap, default=str))
-            tmp.replace(self._path)
+            atomic.replace(self._path, lambda f: f.write(data), tmp=tmp)
         except OSError as e:  # a full disk must not stop the engine: try again next time
             self.dirty = True
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
             if not self._write_failed:
                 logger.warning("policy stats not written to %s: %s (retried)", self._path, e)
             self._write_failed = True
