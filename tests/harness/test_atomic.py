@@ -101,12 +101,18 @@ def test_a_sigkill_mid_write_leaves_files_whole_and_no_temporary_of_a_new_file(t
 def test_while_writing_nothing_is_visible_and_the_old_file_stands(tmp_path):
     if not unnamed_files_here(tmp_path):
         pytest.skip("this file system has no unnamed files (O_TMPFILE)")
-    seen = []
-    atomic.replace(tmp_path / "a.json", lambda f: seen.append(sorted(os.listdir(tmp_path))))
-    atomic.replace(tmp_path / "a.json", lambda f: (f.write(b"new"),
-                                                   seen.append(sorted(os.listdir(tmp_path))),
-                                                   seen.append((tmp_path / "a.json").read_text())))  # fmt: skip
-    assert seen == [[], ["a.json"], ""], "a file being written is not visible, the old stands"
+    seen: list = []
+    a = tmp_path / "a.json"
+
+    def look(f) -> None:
+        f.write(b"new")
+        seen.append(sorted(os.listdir(tmp_path)))
+        if a.exists():
+            seen.append(a.read_text())
+
+    atomic.replace(a, look)  # the first write: nothing is there yet
+    atomic.replace(a, look)  # a rewrite: the old file stands, no temporary is visible
+    assert seen == [[], ["a.json"], "new"], "a file being written is not visible, the old stands"
     assert os.listdir(tmp_path) == ["a.json"] and (tmp_path / "a.json").read_text() == "new"
 
 
