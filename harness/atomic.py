@@ -9,7 +9,9 @@ content is written into a file without a name, which gets its name only once com
   the whole file;
 - a file that exists (the manifest, a policy's stats snapshot five times a second) is linked to
   its temporary name ``.<name>.tmp`` and renamed over the old one: a SIGKILL can leave the
-  temporary only between those two calls, with no I/O between them, not during the write.
+  temporary only between those two calls, with no I/O between them, not during the write;
+- a file whose brief absence says nothing (``progress.json``, every second: ``gap_ok``) is
+  unlinked and linked anew: a SIGKILL never leaves a temporary, at worst no file.
 
 Elsewhere (NFS, a kernel without ``O_TMPFILE``) the content is written to ``.<name>.tmp`` and
 renamed, as before: a kill during the write leaves that hidden temporary, which every reader
@@ -56,13 +58,16 @@ def file_mode(executable: bool = False) -> int:
 
 
 def replace(path: Path, write: Callable[[BinaryIO], object], mode: int | None = None,
-            tmp: Path | None = None) -> Path:  # fmt: skip
+            tmp: Path | None = None, gap_ok: bool = False) -> Path:  # fmt: skip
     """Write ``path`` anew with ``write(file)`` and give it ``mode`` (default
     :func:`file_mode`), in one step for readers.
 
     ``tmp`` is the temporary name (default ``.<name>.tmp``; a writer that shares ``path`` with
     other processes passes one of its own). A stale temporary of that name, left by a killed
-    writer, is removed. Raises what writing or naming raised, leaving no temporary."""
+    writer, is removed. ``gap_ok``: a reader may find no file for an instant (the old one is
+    unlinked, then the new one linked), and a kill leaves no temporary at any moment, at worst
+    no file: for a file rewritten every second whose absence says nothing (``progress.json``).
+    Raises what writing or naming raised, leaving no temporary."""
     path = Path(path)
     tmp = tmp or tmp_path(path)
     mode = file_mode() if mode is None else mode
@@ -75,6 +80,9 @@ def replace(path: Path, write: Callable[[BinaryIO], object], mode: int | None = 
         os.fchmod(f.fileno(), mode)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # a killed writer's, or a name the link below needs
+        if gap_ok:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         try:
             _link(f.fileno(), path)  # absent: named whole, at once
             return path

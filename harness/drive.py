@@ -57,7 +57,7 @@ async def drive(cfg, server: Server, wl, cell_dir: Path, metrics: MetricRows,
     def tick() -> None:  # progress is for status and the bar: a failed write only logs
         try:
             progress = records.Progress(client.jobs_done, wl.n_jobs, client.now(), n_workers)
-            records.write_json(progress.to_json(), cell_dir / records.PROGRESS)
+            records.write_progress(progress, cell_dir)
         except OSError as e:
             if not warned:
                 warned.append(records.write_failure(e, cell_dir / records.PROGRESS))

@@ -220,12 +220,12 @@ def no_world_write() -> None:
     os.umask(current_umask() | 0o002)
 
 
-def _write(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+def _write(path: Path, write: Callable[[BinaryIO], object], gap_ok: bool = False) -> Path:
     """Write ``path`` anew through :func:`harness.atomic.replace` with the mode
     :func:`file_mode` gives. A failed write leaves the target untouched and no temporary; its
     error names the file (pyarrow's and write()'s do not)."""
     try:
-        return atomic.replace(path, write)
+        return atomic.replace(path, write, gap_ok=gap_ok)
     except OSError as e:
         if e.filename is None:
             e.filename = str(path)
@@ -249,9 +249,9 @@ def write_json(obj: Any, path: Path) -> Path:
     return write_text(text, path)
 
 
-def write_text(text: str, path: Path) -> Path:
+def write_text(text: str, path: Path, gap_ok: bool = False) -> Path:
     data = text.encode()
-    return _write(path, lambda f: f.write(data))
+    return _write(path, lambda f: f.write(data), gap_ok)
 
 
 # --- a full disk ------------------------------------------------------------------------------
@@ -355,6 +355,15 @@ class Progress:
             w = self.client_workers
             parts.append(f"{w} client worker{'s' if w != 1 else ''}")
         return ", ".join(parts)
+
+
+def write_progress(progress: Progress, cell_dir: Path) -> Path:
+    """Rewrite the cell's progress.json (every second while it measures). Unlinked and linked
+    anew (harness/atomic.py ``gap_ok``): a reader may find none for an instant, which says
+    nothing (:func:`read_progress` answers None, the bar waits for the next), and a kill of
+    the cell never leaves its temporary."""
+    text = json.dumps(progress.to_json(), sort_keys=True) + "\n"
+    return write_text(text, Path(cell_dir) / PROGRESS, gap_ok=True)
 
 
 def read_progress(cell_dir: Path) -> Progress | None:

@@ -98,7 +98,7 @@ def test_a_second_sweep_is_refused_and_ctrl_c_stops_the_first_cleanly(tmp_path):
         assert holder is not None and holder.pid == first.pid
 
         # 2. Ctrl-C in the first's terminal: SIGINT to its whole process group
-        assert (long_ / "progress.json").exists()
+        wait_for(lambda: (long_ / "progress.json").exists(), 5, "the cell to measure")
         t0 = time.monotonic()
         os.killpg(first.pid, signal.SIGINT)
         rc = first.wait(timeout=150)

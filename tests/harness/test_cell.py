@@ -15,8 +15,9 @@ import psutil
 import pytest
 from omegaconf import OmegaConf
 
+from harness import records
 from harness.cellkey import iter_cell_dirs
-from tests.conftest import REPO, run_launch
+from tests.conftest import REPO, run_launch, wait_for
 from workloads import build as load_workload
 
 pytestmark = pytest.mark.server
@@ -111,16 +112,6 @@ def test_bad_server_flag_fails_fast_with_the_servers_error(tmp_path):
     assert not server_procs(str(tmp_path))
 
 
-def _wait_for(pred, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _launch_cell(tmp_path, name: str) -> subprocess.Popen:
     """`python -m launch cell` of a 30-job fcfs cell at JPS 1, as a scheduler would start it."""
     return subprocess.Popen(
@@ -134,12 +125,13 @@ def _launch_cell(tmp_path, name: str) -> subprocess.Popen:
 def test_server_killed_mid_cell_fails_the_cell_and_leaves_nothing(tmp_path):
     proc = _launch_cell(tmp_path, "kill")
     try:
-        prog = _wait_for(
+        prog = wait_for(
             lambda: next(tmp_path.glob("*/gpu=*/**/progress.json"), None),
             400,
             "the cell to start",
         )
-        _wait_for(lambda: json.loads(prog.read_text())["jobs_done"] >= 1, 120, "a job to finish")
+        wait_for(lambda: (p := records.read_progress(prog.parent)) and p.jobs_done >= 1, 120,
+                 "a job to finish")  # fmt: skip
         (srv,) = server_procs(str(tmp_path))
         srv.kill()
         out, _ = proc.communicate(timeout=120)
@@ -158,14 +150,14 @@ def test_server_killed_mid_cell_fails_the_cell_and_leaves_nothing(tmp_path):
     assert bad.error.notna().all()
     jobs = pd.read_parquet(d / "jobs.parquet")
     assert (jobs.status == "failed").any() and jobs[jobs.status == "failed"].jct_s.isna().all()
-    _wait_for(lambda: not server_procs(str(tmp_path)), 30, "no server process left")
+    wait_for(lambda: not server_procs(str(tmp_path)), 30, "no server process left")
 
 
 def test_sigterm_to_the_cell_stops_its_server(tmp_path):
     """A scheduler time-out or scancel: the cell unwinds and nothing of the server is left."""
     proc = _launch_cell(tmp_path, "term")
     try:
-        _wait_for(lambda: server_procs(str(tmp_path)), 120, "the server to start")
+        wait_for(lambda: server_procs(str(tmp_path)), 120, "the server to start")
         time.sleep(5)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=90)
@@ -173,7 +165,7 @@ def test_sigterm_to_the_cell_stops_its_server(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode != 0
-    _wait_for(lambda: not server_procs(str(tmp_path)), 40, "no server process left")
+    wait_for(lambda: not server_procs(str(tmp_path)), 40, "no server process left")
     (man,) = tmp_path.glob("*/gpu=*/**/manifest.json")
     assert json.loads(man.read_text())["status"] == "interrupted"
     assert not list(tmp_path.glob("**/.*.tmp")), "no half-written file"

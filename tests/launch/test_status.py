@@ -274,11 +274,11 @@ def test_a_running_cell_shows_its_time_and_client_workers(tmp_path):
 
     d = tmp_path / "cell"
     d.mkdir()
-    records.write_json(records.Progress(7, 150, 42.4, 4).to_json(), d / records.PROGRESS)
+    records.write_progress(records.Progress(7, 150, 42.4, 4), d)
     got = records.read_progress(d)
     assert got == records.Progress(7, 150, 42.4, 4)
     assert st.cell_state(d, None) == ("running", "jobs 7/150, 42 s, 4 client workers")
-    records.write_json(records.Progress(1, 2, 0.4, 1).to_json(), d / records.PROGRESS)
+    records.write_progress(records.Progress(1, 2, 0.4, 1), d)
     assert st.cell_state(d, None)[1] == "jobs 1/2, 0 s, 1 client worker"
     (d / records.PROGRESS).write_text("{not json")
     assert records.read_progress(d) is None
