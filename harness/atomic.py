@@ -89,13 +89,18 @@ def replace(path: Path, write: Callable[[BinaryIO], object], mode: int | None = 
         except FileExistsError:
             pass
         _link(f.fileno(), tmp)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        _move(tmp, path)
     return path
+
+
+def _move(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` over ``path``; if that fails, remove ``tmp`` and raise."""
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _unnamed(folder: Path, mode: int) -> int | None:
@@ -126,9 +131,9 @@ def _named(path: Path, write: Callable[[BinaryIO], object], mode: int, tmp: Path
         with open(tmp, "wb") as f:
             write(f)
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    _move(tmp, path)
     return path
