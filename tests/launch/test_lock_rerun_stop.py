@@ -42,19 +42,29 @@ def _complete(p: plan.Plan, *cells: CellKey) -> None:
         (d / "DONE").write_text("x\n")
 
 
+# Holds the folder's lock for hold_s seconds, then exits holding it; given a "go" file, holds
+# it until that file exists, then one second more, and releases it (a first sweep that ends).
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     from harness.lock import FolderLock
     lock = FolderLock(Path(sys.argv[1]), command="python -m launch sweep (the first)").acquire()
     print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
+    go = Path(sys.argv[3]) if len(sys.argv) > 3 else None
+    if go is None:
+        time.sleep(float(sys.argv[2]))
+        sys.exit(0)
+    deadline = time.monotonic() + float(sys.argv[2])
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    lock.release()
 """)
 
 
-def _hold(folder: Path, hold_s: float) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(hold_s)], cwd=REPO,
-                         stdout=subprocess.PIPE, text=True)  # fmt: skip
+def _hold(folder: Path, hold_s: float, go: Path | None = None) -> subprocess.Popen:
+    argv = [sys.executable, "-c", HOLD, str(folder), str(hold_s), *([str(go)] if go else [])]
+    p = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert p.stdout is not None and p.stdout.readline().strip() == "held"
     return p
 
@@ -79,10 +89,24 @@ def test_a_second_sweep_on_a_held_folder_is_refused_in_one_line(tmp_path, capsys
     assert not (sweep / "sweep.json").exists(), "nothing written by the refused command"
 
 
-def test_wait_waits_for_the_holder_then_resumes(tmp_path, capsys):
+def test_wait_waits_for_the_holder_then_resumes(tmp_path, capsys, monkeypatch):
     p = _plan(tmp_path)
     _complete(p, *p.cells)  # so the command finds nothing to run once it holds the folder
-    holder = _hold(p.sweep.path, 2)
+    # The holder lets go once the command has said it waits (not after a fixed time: planning
+    # can take longer than that on a loaded machine, and the holder was gone before it looked).
+    go = tmp_path / "go"
+    acquire = FolderLock.acquire
+
+    def told_then_go(self, wait=False, timeout_s=None, poll_s=0.5, on_wait=None):
+        def waiting(holder):
+            if on_wait is not None:
+                on_wait(holder)
+            go.touch()
+
+        return acquire(self, wait, timeout_s, poll_s, waiting)
+
+    monkeypatch.setattr(FolderLock, "acquire", told_then_go)
+    holder = _hold(p.sweep.path, 120, go)
     try:
         t0 = time.monotonic()
         rc = cli.main(["sweep", f"sweep_dir={p.sweep.path}", *ARGS, "--wait", "--no-report"])
