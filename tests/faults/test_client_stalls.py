@@ -20,7 +20,7 @@ from harness import records
 from harness.client import AgentClient, ClientOptions
 from workloads.agent import JobSpec, Workload
 
-TIMEOUT_S = 1.0
+TIMEOUT_S = 2.0  # the bounds below leave a loaded CI machine 1 s of scheduling delay
 # (job, turn) -> what the server does on each attempt; anything else is answered normally
 CUES = {
     (0, 1): ["drop", "ok"],  # a stale connection: retried once, then ok
@@ -117,7 +117,7 @@ def test_stalls_time_out_and_dropped_connections_are_retried_and_recorded(tmp_pa
             return res, time.monotonic() - t0
 
     res, took = asyncio.run(go())
-    assert took < 3 * TIMEOUT_S + 2, f"the client took {took:.1f} s: it waited on a stall"
+    assert took < 3 * TIMEOUT_S + 4, f"the client took {took:.1f} s: it waited on a stall"
     records.write_table(records.turn_rows(res.turns), records.TURNS, tmp_path / "turns.parquet")
     records.write_table(records.job_rows(res.jobs), records.JOBS, tmp_path / "jobs.parquet")
     turns = pq.read_table(tmp_path / "turns.parquet").to_pandas().set_index(["job_id", "turn"])
@@ -131,7 +131,7 @@ def test_stalls_time_out_and_dropped_connections_are_retried_and_recorded(tmp_pa
     assert mid.status == "timeout" and mid.retries == 0, mid.to_dict()
     assert mid.error == f"no complete answer in {TIMEOUT_S:g} s"
     assert mid.first_token_s == mid.first_token_s  # not null: bytes came before the stall
-    assert TIMEOUT_S - 0.05 <= mid.last_token_s - mid.sent_s <= TIMEOUT_S + 0.5
+    assert TIMEOUT_S - 0.05 <= mid.last_token_s - mid.sent_s <= TIMEOUT_S + 1.0
     assert turns.loc[(1, 3), "status"] == "not_sent"
     assert "an earlier turn of the job failed" in turns.loc[(1, 3), "error"]
     assert jobs.loc[1, "status"] == "failed" and jobs.loc[1, "turns_done"] == 1
@@ -139,7 +139,7 @@ def test_stalls_time_out_and_dropped_connections_are_retried_and_recorded(tmp_pa
     # a stall before the first byte
     pre = turns.loc[(2, 1)]
     assert pre.status == "timeout" and pre.first_token_s != pre.first_token_s  # null
-    assert TIMEOUT_S - 0.05 <= pre.last_token_s - pre.sent_s <= TIMEOUT_S + 0.5
+    assert TIMEOUT_S - 0.05 <= pre.last_token_s - pre.sent_s <= TIMEOUT_S + 1.0
     assert jobs.loc[2, "status"] == "failed" and jobs.loc[2, "turns_done"] == 0
     # every attempt dropped: max_retries retries, then an error row
     gave_up = turns.loc[(4, 1)]

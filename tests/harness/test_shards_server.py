@@ -28,7 +28,10 @@ SMALL = ["policy=fcfs", "sched=program", "jps=4", "workload.n_jobs=8", "workload
          "workload.first_prompt_tokens=64", "workload.tool_output_tokens=[32,48]",
          "workload.completion_tokens=4", "workload.tool.mean_s=0.2",
          "workload.request_timeout_s=60"]  # fmt: skip
-LAG_TOLERANCE_S = 0.25  # a job's first send vs its arrival, on 2 shared cores
+# A job's first send vs its arrival, on 2 cores shared with the server and CI's other tier: a
+# bound on a hang or a worker that ignores the schedule, not on the client's precision (that is
+# bench/client_lag.py's figure; 0.25 s here left a GC pause or a throttled worker no room).
+LAG_TOLERANCE_S = 1.0
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,7 @@ def test_cancel_a_local_sweep_from_another_terminal(tmp_path):
         assert f"1 cell(s) cancelled\n  {rows[1]['cell']}" in c.stdout
         # cancel returns once the launcher has exited
         assert launcher.wait(timeout=5) == 143
-        assert took < 60, f"cancel took {took:.0f} s"
+        assert took < 120, f"cancel took {took:.0f} s"  # a hang, not the grace periods (10+20 s)
         assert "cancelled (SIGTERM)" in log.read_text()
         assert not procs_under(sweep), procs_under(sweep)  # no vLLM server left
         assert not procs.launcher_file(sweep).exists(), "the launcher removed its record"
