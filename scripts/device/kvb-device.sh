@@ -47,6 +47,10 @@
 #     limit in this call; a detached sweep without it stops at 1680 s, the lease's 30 minutes)
 #   KVB_MIN_LEFT_S no server starts with fewer seconds left than this (230)
 #   KVB_GIT the commit of the tree sent (manifests record it as declared)
+#   KVB_STATE (/tmp/kvb-detached), KVB_REPO_COPY (/tmp/kvb-repo): a detached sweep's state and
+#     repository copy; give each its own to run two detached sweeps side by side, one per GPU
+#     of a two-GPU machine (CUDA_VISIBLE_DEVICES=0 / =1 at `start`, the cells keep it; own
+#     KVB_NAME; `follow` each with its KVB_STATE and its own OUT=$OUT/<sub>)
 # The cells: gpu=<gpu>/dram=<dram>/policy=<P>/sched=<S>/jps=<J> in the sweep folder.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -65,7 +69,7 @@ SWEEP=${KVB_SWEEP:-/tmp/kvb-sweep/$NAME}
 DEADLINE=${KVB_DEADLINE_S:-560}
 MIN_LEFT=${KVB_MIN_LEFT_S:-230}
 STATE=${KVB_STATE:-/tmp/kvb-detached}  # the detached sweep's pid, logs, exit status
-REPO_COPY=/tmp/kvb-repo
+REPO_COPY=${KVB_REPO_COPY:-/tmp/kvb-repo}  # the detached sweep runs from this copy
 
 # cluster=lab5090: local executor, one GPU, share_server=true (the JPS levels of one
 # policy+sched run on one server, drained and cache-reset between cells). cluster.node_mem_gb:
