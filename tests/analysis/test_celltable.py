@@ -27,7 +27,7 @@ def test_two_sweeps_one_table_keyed_by_sweep_and_gpu(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = doctables.rows(doctables.block(r.stdout))
     csv = pd.read_csv(tmp_path / "cells.csv")
-    assert len(rows) == len(csv) == 23 + 9
+    assert len(rows) == len(csv) == 31 + 9
     # two sweeps, two GPUs: both columns shown; one value each would leave them out
     assert {r["sweep"] for r in rows} == {H200.name, CPU.name}
     assert {r["gpu"] for r in rows} == {"h200", "cpu"}

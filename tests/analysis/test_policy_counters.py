@@ -89,12 +89,19 @@ def test_the_report_shows_the_h200_prefetch_outcomes():
                  ].tolist() == [905, 534]
     assert d.loc[("predictive_prefetch", "program", 3.0), ["offloaded", "offloads_unread"]
                  ].tolist() == [1050, 1032]
+    # lease 4's at fcfs order: at JPS 3 every one of its 1,050 offloads went unread; at JPS 6
+    # 550 turns found their KV prefetched and 500 came back before it had landed
+    assert d.loc[("predictive_prefetch", "fcfs", 3.0), ["offloaded", "offloads_unread"]
+                 ].tolist() == [1050, 1050]
+    assert d.loc[("predictive_prefetch", "fcfs", 6.0), cols].tolist() == [550, 500]
     assert set(d.index.get_level_values("policy")) == {"predictive_prefetch"}
     # the prediction counters are in every cell but lease 1's (it predates them): the oracle
     # predicts the drawn 0.5 s; the gap the server sees is ~30 ms longer (the client's
     # turn-around between a reply and the next turn)
     p = res.predictions[res.predictions.tool == "(all)"].set_index(["policy", "sched", "jps"])
-    assert list(p.index) == [("predictive_prefetch", "fcfs", 10.0),
+    assert list(p.index) == [("predictive_prefetch", "fcfs", 3.0),
+                             ("predictive_prefetch", "fcfs", 6.0),
+                             ("predictive_prefetch", "fcfs", 10.0),
                              ("predictive_prefetch", "program", 3.0),
                              ("predictive_prefetch", "program", 6.0)]
     assert p.loc[("predictive_prefetch", "fcfs", 10.0)].predictions == 1046
