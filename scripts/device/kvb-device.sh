@@ -12,6 +12,7 @@
 #                                                      # the matrix for this entry: P:S+dram=100)
 #   bash scripts/device/kvb-device.sh start P [P ...]  # the same sweep, detached (setsid nohup)
 #   bash scripts/device/kvb-device.sh follow           # wait for the detached sweep, pack it
+#   KVB_STATES="S0 S1" bash scripts/device/kvb-device.sh follow-all  # several, one per GPU
 #   bash scripts/device/kvb-device.sh bench            # bench/host_tier_copy.py (plugin copies)
 #   bash scripts/device/kvb-device.sh pack             # the sweep folder -> $OUT/sweep.tgz
 #
@@ -246,6 +247,43 @@ cmd_follow() {
   detached_running && echo "kvb-device: RUNNING" || echo "kvb-device: DONE"
 }
 
+# Several detached sweeps side by side (one per GPU of a two-GPU machine, each started with its
+# own KVB_STATE, KVB_REPO_COPY and CUDA_VISIBLE_DEVICES): KVB_STATES="/tmp/kvb-d0 /tmp/kvb-d1"
+# follow-all waits until every one has ended or the call's deadline comes, then follows each
+# once into $OUT/<state folder's name>/ (sweep.tgz, sweep-logs.tgz if reduced) and folds their
+# status.txt and detached.log into $OUT/logs.tgz: 1 + 2 files a sweep come back (8 a call).
+# KVB_PACK_ALSO: more sweep folders to pack (an entry's +sweep_dir=...), into
+# $OUT/<folder name>/.
+cmd_follow_all() {
+  local -a states; read -r -a states <<<"${KVB_STATES:-}"
+  [ ${#states[@]} -gt 0 ] || { echo "kvb-device: follow-all needs KVB_STATES"; exit 2; }
+  local st n last=0 folder
+  while :; do
+    n=0
+    for st in "${states[@]}"; do STATE=$st detached_running && n=$((n + 1)); done
+    [ "$n" -eq 0 ] && break
+    [ $((DEADLINE - (SECONDS - T0))) -le 20 ] && { echo "kvb-device: call deadline; $n sweep(s) run on"; break; }
+    if [ $((SECONDS - last)) -ge 60 ]; then
+      last=$SECONDS
+      for st in "${states[@]}"; do
+        echo "kvb-device: $(date -u +%T) $(basename "$st"): $(grep -h '^kvb-device: policy' "$st/detached.log" | tail -1 | cut -c13-160)"
+      done
+    fi
+    sleep 5
+  done
+  for st in "${states[@]}"; do  # each once, no waiting: its status, its pack, its log
+    (STATE=$st OUT=$OUT/$(basename "$st") DEADLINE=0; mkdir -p "$OUT"; cmd_follow) 2>&1 \
+      | grep -a -v '^[│└┌├┏┃┡┗━]'
+  done
+  for folder in ${KVB_PACK_ALSO:-}; do
+    (SWEEP=$folder OUT=$OUT/$(basename "$folder"); mkdir -p "$OUT"; pack)
+  done
+  (cd "$OUT" && rm -f ./*/git.txt ./*/device.txt \
+     && logs=$(ls ./*/status.txt ./*/detached.log 2>/dev/null) && [ -n "$logs" ] \
+     && tar -czf logs.tgz $logs && rm -f $logs)
+  find "$OUT" -type f -printf '%s\t%P\n'
+}
+
 cmd_bench() {
   env_sh
   python3 bench/host_tier_copy.py "$@" 2>&1 | tee "$OUT/host_tier_copy.txt"
@@ -258,6 +296,7 @@ case "${1:-}" in
   sweep) shift; cmd_sweep "$@" ;;
   start) shift; cmd_start "$@" ;;
   follow) cmd_follow ;;
+  follow-all) cmd_follow_all ;;
   pack) pack ;;
-  *) echo "usage: $0 install|probe|bench|sweep POLICY...|start POLICY...|follow|pack"; exit 2 ;;
+  *) echo "usage: $0 install|probe|bench|sweep POLICY...|start POLICY...|follow|follow-all|pack"; exit 2 ;;
 esac
