@@ -6,7 +6,8 @@ resumes it; a folder made by a different config is refused, never mixed.
 
 Identities compare what is measured, not how it was spelled: a policy's settings are compared
 with their defaults filled in (``Policy.parse_settings``), and a key that a folder's recorded
-config lacks (written by a kvbench before the key existed) counts as the schema's default.
+config lacks (written by a kvbench before the key existed) counts as the schema's default;
+``experiment.overrides`` is left out (the configs it picks are compared as resolved).
 So an upgrade that adds a config key or moves a default out of a YAML file still resumes the
 sweep, while any value that changes the measurement is refused.
 """
@@ -42,8 +43,13 @@ def cell_identity(cfg: DictConfig) -> dict:
 
 def normalized(ident: dict) -> dict:
     """A recorded or new cell identity in comparable form: keys it lacks at the schema's
-    defaults, the policy's settings with their defaults filled in."""
+    defaults, the policy's settings with their defaults filled in, and no
+    ``experiment.overrides`` (how the experiment picked its groups, e.g. workload=agent8: what
+    they pick is compared as resolved, so respelling them keeps the folder)."""
     out = _fill(ident, _defaults())
+    exp = out.get("experiment")
+    if isinstance(exp, dict) and "overrides" in exp:
+        out["experiment"] = {k: v for k, v in exp.items() if k != "overrides"}
     pol = out.get("policy")
     if isinstance(pol, dict):
         try:

@@ -51,9 +51,9 @@ def test_the_mission_command_plans_the_seed_sweep_for_that_gpu(tmp_path):
     assert len(p.cells) == 25
     for c in p.cells:
         cfg = p.configs[c]
-        w = cfg.workload
-        assert (w.name, w.n_jobs, w.n_turns, w.seed, w.completion_tokens) == (
-            "agent8", 150, 8, 42, 20)
+        w = cfg.workload  # the seed's job, sized by its arrival window: JPS x 40 s of jobs
+        assert (w.name, w.n_jobs, w.duration_s, w.n_turns, w.seed, w.completion_tokens) == (
+            "agent8_window", None, 40, 8, 42, 20)
         assert w.first_prompt_tokens == 1600 and w.tool.mean_s == 0.5
         assert cfg.model.name == "llama31_8b" and cfg.engine.name == "vllm-cuda"
         assert cfg.engine.device == "cuda"
@@ -164,7 +164,8 @@ def test_the_plan_shows_what_implementation_runs_per_policy(tmp_path):
     assert "vLLM's own OffloadingConnector" in out
     assert "kvbench's PredictivePrefetchConnector" in out
     assert "1 job array(s) would be submitted" in out
-    assert "workload agent8: 150 jobs x 8 turns" in out and "engine vllm-cuda" in out
+    assert "workload agent8_window: 400 jobs (40 s arrival window at 10 JPS) x 8 turns" in out
+    assert "engine vllm-cuda" in out
     assert "#SBATCH --account=gts-test" in out and "#SBATCH --gres=gpu:h100:1" in out
     assert "module load cuda/12.4" in out
     assert not (tmp_path / "results").exists()
@@ -205,7 +206,8 @@ def test_a_dry_run_needs_no_slurm(tmp_path, path_without_slurm):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "#SBATCH --gres=gpu:h100:1" in r.stdout
     assert "#SBATCH --mem=448GB" in r.stdout and "#SBATCH --array=0-24%8" in r.stdout
-    assert "workload agent8: 150 jobs" in r.stdout
+    for jps, jobs in [(1, 40), (3, 120), (6, 240), (10, 400), (15, 600)]:
+        assert f"workload agent8_window: {jobs} jobs (40 s arrival window at {jps} JPS)" in r.stdout
     # The same profile from the site file, found by cluster=auto on the laptop.
     env = site(tmp_path, PACE_SITE)
     r = run(tmp_path, "sweep", "gpu=h100", "dram=400", "--dry-run", env=env,

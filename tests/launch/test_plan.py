@@ -5,10 +5,12 @@ from pathlib import Path
 
 import pytest
 
+import workloads
 from harness.errors import ConfigError
 from launch import plan
 from launch.compose import CONF_DIR, Planner, hydra_context, options
 from tests.conftest import run_launch
+from workloads.sources import describe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,6 +30,34 @@ def test_large_dram_matrix_is_exactly_the_seeds(tmp_path):
     assert cfg.engine.name == "vllm-cuda" and cfg.model.name == "llama31_8b"
     assert cfg.workload.seed == 42 and cfg.workload.n_turns == 8
     assert p.sweep.path.name == "20260101_20260412_large_dram_sweep"
+
+
+@pytest.mark.parametrize(
+    "experiment",
+    [["gpu=h200", "dram=64"],  # no experiment named: the seed's sweep (experiment seed)
+     ["experiment=20260407_controlled_sweep", "gpu=h200"],
+     ["experiment=20260412_large_dram_sweep", "gpu=h200"]],
+)
+def test_the_seeds_experiments_size_cells_by_a_40_s_arrival_window(tmp_path, experiment):
+    """The seed's figures imply JPS x 40 s of arrivals per cell (400 jobs at JPS 10: H200 FCFS
+    mean JCT 485.5 s against the seed's 453 s; 150 jobs gave 167.3 s), so the experiments that
+    reproduce it use workload agent8_window; workload=agent8 on the command line still wins
+    and drains 150 jobs a cell."""
+    over = [*experiment, "cluster=pace", "policy=fcfs", "jps=[1,10,15]"]
+    p = make(tmp_path, *over)
+    assert sorted(c.jps for c in p.cells) == [1, 10, 15]
+    for c in p.cells:
+        cfg = p.configs[c]
+        assert (cfg.workload.name, cfg.workload.n_jobs, cfg.workload.duration_s) == (
+            "agent8_window", None, 40)
+        assert workloads.build(cfg).n_jobs == {1: 40, 10: 400, 15: 600}[c.jps]
+        assert describe(cfg.workload, c.jps).startswith(
+            f"{round(40 * c.jps)} jobs (40 s arrival window at {c.jps:g} JPS) x 8 turns")
+    p = make(tmp_path / "agent8", *over, "workload=agent8")  # another sweep: another folder
+    for c in p.cells:
+        cfg = p.configs[c]
+        assert (cfg.workload.name, cfg.workload.n_jobs) == ("agent8", 150)
+        assert workloads.build(cfg).n_jobs == 150
 
 
 def test_controlled_sweep_is_64gb_and_jps_1_to_10(tmp_path):

@@ -38,6 +38,26 @@ def test_a_key_the_old_folder_lacks_counts_as_its_default(tmp_path):
         make(tmp_path, "policy=[fcfs]", "engine.max_num_seqs=64", f"sweep_dir={p.sweep.path}")
 
 
+def test_an_experiment_that_respells_its_overrides_keeps_the_folder(tmp_path):
+    """The seed's experiments once chose workload=agent8 in experiment.overrides and now
+    agent8_window: a folder made then resumes with workload=agent8 on the command line (the
+    same jobs), and is refused with the experiment's new workload (other jobs)."""
+    over = ("experiment=20260407_controlled_sweep", "cluster=pace", "gpu=h200", "policy=fcfs",
+            "jps=[10]")
+    p = make(tmp_path, *over, "workload=agent8")
+    p.sweep.save()
+
+    def made_then(ident):  # what the folder recorded before agent8_window
+        ident["experiment"]["overrides"] = ["workload=agent8"]
+
+    _rewrite(p, made_then)
+    again = make(tmp_path, *over, "workload=agent8", today="20260105")
+    assert again.sweep.path == p.sweep.path
+    with pytest.raises(ConfigError, match=r"differs in workload.duration_s, workload.n_jobs, "
+                                          r"workload.name"):
+        make(tmp_path, *over, f"sweep_dir={p.sweep.path}")
+
+
 def test_policy_settings_compare_with_their_defaults_filled_in(tmp_path):
     over = ("policy=[predictive_prefetch]", "jps=[1]")
     p = make(tmp_path, *over)
