@@ -224,20 +224,31 @@ detached_running() {
   [ -f "$STATE/pid" ] && kill -0 "$(cat "$STATE/pid")" 2>/dev/null
 }
 
-cmd_follow() {
-  [ -f "$STATE/pid" ] || { echo "kvb-device: no detached sweep (run start first)"; exit 3; }
-  SWEEP=$(cat "$STATE/sweep")
-  local last=0 left
-  while detached_running; do
-    left=$((DEADLINE - (SECONDS - T0)))
-    [ "$left" -le 15 ] && { echo "kvb-device: call deadline; the sweep runs on"; break; }
+# Wait until none of the detached sweeps whose state folders are given runs, or the call's
+# deadline comes; print each one's progress every minute.
+wait_detached() {
+  local st n last=0
+  while :; do
+    n=0
+    for st in "$@"; do STATE=$st detached_running && n=$((n + 1)); done
+    [ "$n" -eq 0 ] && return 0
+    [ $((DEADLINE - (SECONDS - T0))) -le 15 ] && { echo "kvb-device: call deadline; $n sweep(s) run on"; return 0; }
     if [ $((SECONDS - last)) -ge 60 ]; then
       last=$SECONDS
-      echo "kvb-device: $(date -u +%T) running; $(grep -h '^kvb-device: policy' "$STATE/detached.log" | tail -1)"
-      tail -n 2 "$STATE/detached.log" | cut -c1-200
+      for st in "$@"; do
+        echo "kvb-device: $(date -u +%T) $(basename "$st") running; $(grep -h '^kvb-device: policy' "$st/detached.log" | tail -1)"
+        tail -n 2 "$st/detached.log" | cut -c1-200
+      done
     fi
     sleep 5
   done
+}
+
+# The detached sweep of $STATE as it stands, into $OUT: its `launch status`, its folder packed,
+# its log; the last line says whether it still runs.
+report_detached() {
+  [ -f "$STATE/pid" ] || { echo "kvb-device: no detached sweep in $STATE (run start first)"; exit 3; }
+  SWEEP=$(cat "$STATE/sweep")
   detached_running || echo "kvb-device: the detached sweep has ended: $(tail -n 3 "$STATE/detached.log" | tr '\n' ' ' | cut -c1-300)"
   env_sh
   python3 -m launch status "$SWEEP" 2>&1 | tail -25 | tee "$OUT/status.txt"
@@ -247,32 +258,25 @@ cmd_follow() {
   detached_running && echo "kvb-device: RUNNING" || echo "kvb-device: DONE"
 }
 
+cmd_follow() {
+  wait_detached "$STATE"
+  report_detached
+}
+
 # Several detached sweeps side by side (one per GPU of a two-GPU machine, each started with its
 # own KVB_STATE, KVB_REPO_COPY and CUDA_VISIBLE_DEVICES): KVB_STATES="/tmp/kvb-d0 /tmp/kvb-d1"
-# follow-all waits until every one has ended or the call's deadline comes, then follows each
-# once into $OUT/<state folder's name>/ (sweep.tgz, sweep-logs.tgz if reduced) and folds their
+# follow-all waits until every one has ended or the call's deadline comes, then reports each
+# into $OUT/<state folder's name>/ (sweep.tgz, sweep-logs.tgz if reduced) and folds their
 # status.txt and detached.log into $OUT/logs.tgz: 1 + 2 files a sweep come back (8 a call).
 # KVB_PACK_ALSO: more sweep folders to pack (an entry's +sweep_dir=...), into
 # $OUT/<folder name>/.
 cmd_follow_all() {
   local -a states; read -r -a states <<<"${KVB_STATES:-}"
   [ ${#states[@]} -gt 0 ] || { echo "kvb-device: follow-all needs KVB_STATES"; exit 2; }
-  local st n last=0 folder
-  while :; do
-    n=0
-    for st in "${states[@]}"; do STATE=$st detached_running && n=$((n + 1)); done
-    [ "$n" -eq 0 ] && break
-    [ $((DEADLINE - (SECONDS - T0))) -le 20 ] && { echo "kvb-device: call deadline; $n sweep(s) run on"; break; }
-    if [ $((SECONDS - last)) -ge 60 ]; then
-      last=$SECONDS
-      for st in "${states[@]}"; do
-        echo "kvb-device: $(date -u +%T) $(basename "$st"): $(grep -h '^kvb-device: policy' "$st/detached.log" | tail -1 | cut -c13-160)"
-      done
-    fi
-    sleep 5
-  done
-  for st in "${states[@]}"; do  # each once, no waiting: its status, its pack, its log
-    (STATE=$st OUT=$OUT/$(basename "$st") DEADLINE=0; mkdir -p "$OUT"; cmd_follow) 2>&1 \
+  local st folder
+  wait_detached "${states[@]}"
+  for st in "${states[@]}"; do
+    (STATE=$st OUT=$OUT/$(basename "$st"); mkdir -p "$OUT"; report_detached) 2>&1 \
       | grep -a -v '^[│└┌├┏┃┡┗━]'
   done
   for folder in ${KVB_PACK_ALSO:-}; do
