@@ -21,6 +21,8 @@ from harness.plugins import continuum_ttl
 
 pytestmark = pytest.mark.server
 TTL_S = 10.0
+# the ordering tests' request that should run second decodes this many tokens (the first, 4)
+LATER_TOKENS = 64
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +75,11 @@ def test_a_pinned_job_s_turn_is_served_before_earlier_waiting_work(server):
     reordered = counter(server, "requests_reordered")
     busy = blocker(server, seed=13)
     assert busy.wait_running(), "the blocker never ran"
-    u1 = InBackground(u.send, priority=0, last=True)
+    # U, expected second, decodes 64 tokens against P's 4 (its reply came 0.4-0.6 s after P's
+    # here), so the replies' order shows the order the engine ran them by far more than the
+    # API server's delivery jitter: two 4-token replies once came back 0.35 ms apart, the
+    # later-run one first
+    u1 = InBackground(u.send, priority=0, last=True, max_tokens=LATER_TOKENS)
     time.sleep(0.3)
     p2 = InBackground(p.send, priority=5, new_tokens=128, last=True)
     assert wait_for(lambda: waiting(server) == 2, 10) and not busy.done(), "no queue formed"
@@ -94,7 +100,7 @@ def test_without_a_pin_the_priority_order_stands(server):
     reordered = counter(server, "requests_reordered")
     busy = blocker(server, seed=16)
     assert busy.wait_running(), "the blocker never ran"
-    q1 = InBackground(q.send, priority=5)
+    q1 = InBackground(q.send, priority=5, max_tokens=LATER_TOKENS)  # expected second
     time.sleep(0.3)
     u1 = InBackground(u.send, priority=0, last=True)
     assert wait_for(lambda: waiting(server) == 2, 10) and not busy.done(), "no queue formed"
